@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Bastion's two set-up commands, needing nothing but Python 3.11+.
+
+    python3 dev.py serve [bastion serve options]   start the server (SQLite, zero config)
+    python3 dev.py test  [pytest options]          lint, type-check and run the whole suite
+
+Each creates or updates ``.venv`` from the pinned ``requirements.lock`` first, so a
+fresh clone needs no other step. Any other first argument runs that ``bastion``
+sub-command inside the environment (``python3 dev.py migrate``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".bastion-installed"
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("requirements.lock", "pyproject.toml"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the lock file when it is missing or stale."""
+    if sys.version_info < (3, 11):
+        sys.exit("Bastion needs Python 3.11 or newer")
+    wanted = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print("dev.py: creating .venv", file=sys.stderr)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    py = str(BIN / "python")
+    print("dev.py: installing pinned dependencies", file=sys.stderr)
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-r", str(ROOT / "requirements.lock")], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    STAMP.write_text(wanted)
+
+
+def ensure_chromium() -> None:
+    """Browser tests drive Debian's chromium; install it when we may (root + apt)."""
+    if Path("/usr/bin/chromium").exists() or shutil.which("apt-get") is None:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        print("dev.py: /usr/bin/chromium missing; browser tests will be skipped", file=sys.stderr)
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
+
+
+def run_tests(args: list[str]) -> int:
+    tool = lambda name: str(BIN / name)  # noqa: E731
+    steps = [
+        [tool("ruff"), "check", "src", "tests", "bench", "dev.py"],
+        [tool("ruff"), "format", "--check", "src", "tests", "bench", "dev.py"],
+        [tool("mypy")],
+    ]
+    for step in steps:
+        print("+", " ".join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step)))
+        if subprocess.run(step, cwd=ROOT).returncode != 0:
+            return 1
+    return subprocess.run([tool("pytest"), *args], cwd=ROOT).returncode
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
+    command, rest = sys.argv[1], sys.argv[2:]
+    ensure_venv()
+    if command == "test":
+        ensure_chromium()
+        return run_tests(rest)
+    os.execv(str(BIN / "bastion"), [str(BIN / "bastion"), command, *rest])
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Use cases. Flows raise domain errors (flows.errors) and take a RequestContext."""

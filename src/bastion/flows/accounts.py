@@ -1,0 +1,410 @@
+"""Registration, sign-in, sign-out and password change (SPEC §3, §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from bastion.core import secrets as core_secrets
+from bastion.core.emails import is_valid_email, normalize_email
+from bastion.core.passwords import MAX_LENGTH, normalize, policy_violations
+from bastion.flows import devicecookie, lockout
+from bastion.flows import sessions as session_flow
+from bastion.flows.context import RequestContext
+from bastion.flows.errors import (
+    AccountLocked,
+    EmailTaken,
+    InvalidCredentials,
+    InvalidRequest,
+    RateLimited,
+    WeakPassword,
+)
+from bastion.mail import outbox
+from bastion.runtime import Bastion
+from bastion.store import attempts, audit, one_time
+from bastion.store import sessions as session_store
+from bastion.store import users as user_store
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: RowMapping
+    session: session_flow.NewSession
+    device_cookie: str
+
+
+@dataclass(frozen=True)
+class MfaRequired:
+    mfa_token: str
+
+
+def check_email(raw: str) -> str:
+    email = normalize_email(raw)
+    if not is_valid_email(email):
+        raise InvalidRequest("Enter a valid email address.", details=["email: invalid"])
+    return email
+
+
+def check_password_length(password: str) -> None:
+    if len(normalize(password)) > MAX_LENGTH:
+        raise InvalidRequest(
+            f"Passwords are at most {MAX_LENGTH} characters.",
+            details=[f"password: at most {MAX_LENGTH} characters"],
+        )
+
+
+def check_policy(bx: Bastion, password: str, email: str, mfa_enabled: bool = False) -> None:
+    problems = policy_violations(
+        password, policy=bx.settings.password_policy, email=email, mfa_enabled=mfa_enabled
+    )
+    if problems:
+        raise WeakPassword(problems)
+
+
+async def register(
+    bx: Bastion, ctx: RequestContext, email: str, password: str, name: str | None
+) -> SignedIn:
+    email = check_email(email)
+    check_policy(bx, password, email)
+    await guard(bx, f"register:ip:{ctx.ip}", limit=20, window=3600, ctx=ctx)
+    async with bx.db.read() as conn:
+        if await user_store.get_by_email(conn, email) is not None:
+            raise EmailTaken()
+    password_hash = await bx.hash_password(password)
+    user_id = core_secrets.new_id()
+    try:
+        async with bx.db.write() as conn:
+            await user_store.insert(
+                conn,
+                id=user_id,
+                email=email,
+                name=name,
+                password_hash=password_hash,
+                role=bx.settings.default_role,
+                email_verified=False,
+                mfa_enabled=False,
+                token_version=0,
+                failed_login_attempts=0,
+                created_at=ctx.now,
+                updated_at=ctx.now,
+                password_changed_at=ctx.now,
+            )
+            session = await session_flow.create(conn, bx, user_id, ctx)
+            await remember_device(conn, user_id, session.device, ctx)
+            await send_verification(conn, bx, user_id, email, ctx)
+            await audit.append(
+                conn,
+                "registered",
+                now=ctx.now,
+                user_id=user_id,
+                actor_id=user_id,
+                ip_address=ctx.ip,
+                user_agent=ctx.user_agent,
+            )
+            user = await user_store.get_by_id(conn, user_id)
+    except IntegrityError:
+        raise EmailTaken() from None
+    assert user is not None  # noqa: S101 - inserted above in this transaction
+    return SignedIn(user, session, devicecookie.issue(bx.device, ctx.device_cookie, user_id))
+
+
+async def send_verification(
+    conn: Any, bx: Bastion, user_id: str, email: str, ctx: RequestContext
+) -> None:
+    """Void older verification links and mail a new one (same transaction)."""
+    token = await one_time.issue(
+        conn,
+        user_id=user_id,
+        purpose="verify_email",
+        now=ctx.now,
+        ttl=bx.settings.verify_token_ttl,
+    )
+    await outbox.enqueue(
+        conn,
+        recipient=email,
+        event="email_verification",
+        base_url=bx.settings.base_url,
+        now=ctx.now,
+        link=f"{bx.settings.base_url}/verify-email?token={token}",
+        hours=max(1, bx.settings.verify_token_ttl // 3600),
+    )
+
+
+async def guard(bx: Bastion, key: str, *, limit: int, window: int, ctx: RequestContext) -> None:
+    """Count one request against a per-key budget; 429 once it is spent."""
+    count = await bx.limiter.hit(key, window, ctx.now)
+    if count.count > limit:
+        raise RateLimited(retry_after=count.retry_after)
+
+
+async def remember_device(
+    conn: Any, user_id: str, device: dict[str, Any], ctx: RequestContext
+) -> bool:
+    """Record the browser/OS/device type; True when it was never seen for this user."""
+    from bastion.store import devices as device_store
+
+    fingerprint = device_store.fingerprint(device)
+    return await device_store.remember(conn, user_id, fingerprint, device.get("location"), ctx.now)
+
+
+async def login(
+    bx: Bastion, ctx: RequestContext, email: str, password: str
+) -> SignedIn | MfaRequired:
+    """Password sign-in. Order matters: IP budget, then the account's lockout slot
+    (taken before hashing), then the password."""
+    s = bx.settings
+    email = normalize_email(email)[:254]
+    check_password_length(password)
+    ip_key = f"login-fail:ip:{ctx.ip}"
+    ip_state = await bx.limiter.peek(ip_key, ctx.now)
+    if ip_state.count >= s.ip_failure_limit:
+        await _record(bx, ctx, email, None, False, "rate_limited")
+        raise RateLimited(retry_after=ip_state.retry_after)
+
+    async with bx.db.read() as conn:
+        user = await user_store.get_by_email(conn, email)
+    if user is None:
+        await bx.verify_password(None, password)  # same cost as a wrong password
+        await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
+        await _record(bx, ctx, email, None, False, "unknown_email", audit_failure=True)
+        raise InvalidCredentials()
+
+    device_id = devicecookie.device_id_for(bx.device, ctx.device_cookie, user["id"])
+    counter = lockout.Counter(user["id"], device_id)
+    try:
+        await lockout.reserve(bx.db, counter, s.lockout_threshold, s.lockout_duration)
+    except AccountLocked:
+        await _record(bx, ctx, email, user["id"], False, "account_locked", audit_failure=True)
+        raise
+
+    if not await bx.verify_password(user["password_hash"], password):
+        await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
+        async with bx.db.write() as conn:
+            await attempts.record(
+                conn,
+                email=email,
+                user_id=user["id"],
+                ip_address=ctx.ip,
+                user_agent=ctx.user_agent,
+                success=False,
+                failure_reason="invalid_password",
+                now=ctx.now,
+            )
+            await audit.append(
+                conn,
+                "login_failed",
+                now=ctx.now,
+                user_id=user["id"],
+                ip_address=ctx.ip,
+                user_agent=ctx.user_agent,
+                details={"reason": "invalid_password"},
+            )
+            if await lockout.lock_if_full(
+                conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now
+            ):
+                await _locked(conn, bx, user, ctx, by_device=device_id is not None)
+        raise InvalidCredentials()
+
+    await lockout.release_on_success(bx.db, counter)
+    if bx.hasher.needs_rehash(user["password_hash"]):
+        new_hash = await bx.hash_password(password)
+        async with bx.db.write() as conn:
+            await user_store.update_fields(conn, user["id"], password_hash=new_hash)
+    if user["mfa_enabled"]:
+        async with bx.db.write() as conn:
+            token = await one_time.issue(
+                conn,
+                user_id=user["id"],
+                purpose="mfa",
+                now=ctx.now,
+                ttl=s.mfa_token_ttl,
+                void_older=False,
+            )
+            await attempts.record(
+                conn,
+                email=email,
+                user_id=user["id"],
+                ip_address=ctx.ip,
+                user_agent=ctx.user_agent,
+                success=True,
+                failure_reason="mfa_pending",
+                now=ctx.now,
+            )
+        return MfaRequired(token)
+    return await complete_sign_in(bx, ctx, user, method="password")
+
+
+async def complete_sign_in(
+    bx: Bastion, ctx: RequestContext, user: RowMapping, *, method: str
+) -> SignedIn:
+    """Issue a fresh session (never reuse one: no fixation), log and audit it, and
+    alert on a device never seen for this user."""
+    async with bx.db.write() as conn:
+        first_sign_in = not await _has_known_devices(conn, user["id"])
+        session = await session_flow.create(conn, bx, user["id"], ctx)
+        is_new = await remember_device(conn, user["id"], session.device, ctx)
+        if is_new and not first_sign_in:
+            await outbox.enqueue(
+                conn,
+                recipient=user["email"],
+                event="new_device",
+                base_url=bx.settings.base_url,
+                now=ctx.now,
+                device=session.device.get("device_name") or "Unknown device",
+                location=session.device.get("location"),
+                ip=ctx.ip,
+            )
+        await attempts.record(
+            conn,
+            email=user["email"],
+            user_id=user["id"],
+            ip_address=ctx.ip,
+            user_agent=ctx.user_agent,
+            success=True,
+            failure_reason=None,
+            now=ctx.now,
+        )
+        await audit.append(
+            conn,
+            "login_succeeded",
+            now=ctx.now,
+            user_id=user["id"],
+            actor_id=user["id"],
+            ip_address=ctx.ip,
+            user_agent=ctx.user_agent,
+            details={"method": method},
+        )
+        fresh = await user_store.get_by_id(conn, user["id"])
+    assert fresh is not None  # noqa: S101
+    return SignedIn(fresh, session, devicecookie.issue(bx.device, ctx.device_cookie, user["id"]))
+
+
+async def _has_known_devices(conn: Any, user_id: str) -> bool:
+    from bastion.store import devices as device_store
+
+    return await device_store.any_for_user(conn, user_id)
+
+
+async def _locked(
+    conn: Any, bx: Bastion, user: RowMapping, ctx: RequestContext, *, by_device: bool
+) -> None:
+    await audit.append(
+        conn,
+        "account_locked",
+        now=ctx.now,
+        user_id=user["id"],
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        details={"duration": bx.settings.lockout_duration, "device": by_device},
+    )
+    await outbox.enqueue(
+        conn,
+        recipient=user["email"],
+        event="account_locked",
+        base_url=bx.settings.base_url,
+        now=ctx.now,
+        minutes=max(1, bx.settings.lockout_duration // 60),
+        ip=ctx.ip,
+    )
+
+
+async def _record(
+    bx: Bastion,
+    ctx: RequestContext,
+    email: str,
+    user_id: str | None,
+    success: bool,
+    reason: str | None,
+    *,
+    audit_failure: bool = False,
+) -> None:
+    async with bx.db.write() as conn:
+        await attempts.record(
+            conn,
+            email=email,
+            user_id=user_id,
+            ip_address=ctx.ip,
+            user_agent=ctx.user_agent,
+            success=success,
+            failure_reason=reason,
+            now=ctx.now,
+        )
+        if audit_failure:
+            await audit.append(
+                conn,
+                "login_failed",
+                now=ctx.now,
+                user_id=user_id,
+                ip_address=ctx.ip,
+                user_agent=ctx.user_agent,
+                details={"reason": reason, "email": email},
+            )
+
+
+async def logout(bx: Bastion, session_id: str | None) -> None:
+    if session_id is None:
+        return
+    async with bx.db.write() as conn:
+        await session_store.delete_by_id(conn, session_id)
+
+
+async def change_password(
+    bx: Bastion,
+    ctx: RequestContext,
+    user: RowMapping,
+    session_id: str | None,
+    current_password: str,
+    new_password: str,
+) -> None:
+    """Re-check the current password, apply the policy, end every other session and all
+    refresh tokens, bump the token version, and tell the owner (SPEC §4)."""
+    check_password_length(current_password)
+    check_password_length(new_password)
+    await guard(bx, f"password-change:user:{user['id']}", limit=10, window=900, ctx=ctx)
+    if not await bx.verify_password(user["password_hash"], current_password):
+        raise InvalidCredentials("The current password is not correct.")
+    check_policy(bx, new_password, user["email"], bool(user["mfa_enabled"]))
+    new_hash = await bx.hash_password(new_password)
+    async with bx.db.write() as conn:
+        await user_store.update_fields(
+            conn,
+            user["id"],
+            password_hash=new_hash,
+            password_changed_at=ctx.now,
+            updated_at=ctx.now,
+        )
+        await user_store.bump_token_version(conn, user["id"], ctx.now)
+        await session_store.delete_for_user(conn, user["id"], keep=session_id)
+        await revoke_refresh_tokens(conn, user["id"], ctx)
+        await audit.append(
+            conn,
+            "password_changed",
+            now=ctx.now,
+            user_id=user["id"],
+            actor_id=user["id"],
+            ip_address=ctx.ip,
+            user_agent=ctx.user_agent,
+        )
+        await outbox.enqueue(
+            conn,
+            recipient=user["email"],
+            event="password_changed",
+            base_url=bx.settings.base_url,
+            now=ctx.now,
+            ip=ctx.ip,
+        )
+
+
+async def revoke_refresh_tokens(conn: Any, user_id: str, ctx: RequestContext) -> None:
+    from sqlalchemy import update
+
+    from bastion.store.tables import refresh_tokens
+
+    await conn.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=ctx.now)
+    )

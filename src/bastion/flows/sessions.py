@@ -1,0 +1,92 @@
+"""Browser sessions: creation at sign-in, validation on every request (the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bastion.core import secrets as core_secrets
+from bastion.flows.context import RequestContext
+from bastion.runtime import Bastion
+from bastion.store import sessions as session_store
+
+TOUCH_INTERVAL = timedelta(minutes=1)  # SPEC §7: last active written at most once a minute
+
+
+@dataclass(frozen=True)
+class NewSession:
+    id: str
+    token: str
+    expires_at: datetime
+    device: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    """Who is calling, and through which session (cookie) or token (bearer)."""
+
+    user: RowMapping
+    session_id: str | None
+    session_expires_at: datetime | None
+    via: str  # "cookie" or "bearer"
+
+
+def _no_device(user_agent: str | None, ip: str | None) -> dict[str, Any]:
+    return {}
+
+
+# Replaced by the device module when present (user agent and IP -> device details).
+describe_device: Callable[[str | None, str | None], dict[str, Any]] = _no_device
+
+
+async def create(
+    conn: AsyncConnection, bx: Bastion, user_id: str, ctx: RequestContext
+) -> NewSession:
+    token = core_secrets.new_token()
+    sid = core_secrets.new_id()
+    expires = ctx.now + timedelta(seconds=bx.settings.session_ttl)
+    device = describe_device(ctx.user_agent, ctx.ip)
+    await session_store.insert(
+        conn,
+        id=sid,
+        token_hash=core_secrets.token_hash(token),
+        user_id=user_id,
+        created_at=ctx.now,
+        expires_at=expires,
+        last_active_at=ctx.now,
+        ip_address=ctx.ip,
+        user_agent=(ctx.user_agent or "")[:512] or None,
+        **device,
+    )
+    return NewSession(sid, token, expires, device)
+
+
+async def validate(bx: Bastion, token: str, now: datetime) -> Authenticated | None:
+    """The session for a cookie value, or None. One indexed read; a write at most once
+    a minute per session."""
+    if not token or len(token) > 200:
+        return None
+    async with bx.db.read() as conn:
+        row = await session_store.lookup(conn, core_secrets.token_hash(token))
+    if row is None or row["expires_at"] <= now:
+        return None
+    if row["last_active_at"] <= now - TOUCH_INTERVAL:
+        async with bx.db.write() as conn:
+            await session_store.touch(conn, row["session_id"], now, now - TOUCH_INTERVAL)
+    return Authenticated(
+        user=row, session_id=row["session_id"], session_expires_at=row["expires_at"], via="cookie"
+    )
+
+
+def csrf_token_for(bx: Bastion, session_id: str) -> str:
+    """The CSRF token is an HMAC of the session id: bound to the session, nothing stored."""
+    return bx.csrf.signature(session_id)
+
+
+def csrf_token_valid(bx: Bastion, session_id: str, token: str) -> bool:
+    return bx.csrf.valid_signature(session_id, token)

@@ -1,0 +1,189 @@
+"""All configuration (SPEC §1): one pydantic-settings class, validated at start.
+
+Every variable is prefixed ``BASTION_`` and may also come from a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bastion.core import secrets as core_secrets
+from bastion.core.passwords import Argon2Params
+from bastion.core.rbac import DEFAULT_ROLES
+
+log = logging.getLogger("bastion.settings")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A bad configuration value, reported as one line at start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BASTION_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///bastion.db"
+    redis_url: str | None = None
+    secret_key: str | None = Field(default=None, min_length=16)
+    # Older keys still accepted for verification and decryption (rotation), comma-separated.
+    old_secret_keys: Annotated[list[str], NoDecode] = []
+    data_dir: Path = Path(".bastion")
+    base_url: str = "http://127.0.0.1:8000"
+    cookie_secure: bool | None = None
+    trusted_proxies: Annotated[list[IpNetwork], NoDecode] = []
+    smtp_url: str | None = None
+    email_from: str = "Bastion <no-reply@localhost>"
+    lockout_threshold: int = Field(default=5, ge=1)
+    lockout_duration: int = Field(default=900, ge=1)
+    ip_failure_limit: int = Field(default=10, ge=1)
+    ip_failure_window: int = Field(default=900, ge=1)
+    session_ttl: int = Field(default=2_592_000, ge=60)
+    access_token_ttl: int = Field(default=900, ge=1)
+    refresh_token_ttl: int = Field(default=604_800, ge=1)
+    refresh_reuse_grace: int = Field(default=0, ge=0)
+    reset_token_ttl: int = Field(default=3600, ge=1)
+    verify_token_ttl: int = Field(default=86_400, ge=1)
+    mfa_token_ttl: int = Field(default=300, ge=1)
+    password_policy: Literal["standard", "nist"] = "standard"  # noqa: S105
+    roles: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ROLES))
+    default_role: str = "viewer"
+    jwt_audience: str = "bastion"
+    introspection_token: str | None = None
+    oauth_providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    require_verified_email: bool = False
+    # Hashing cost: OWASP's minimum by default; raise it on bigger machines.
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_memory_cost: int = Field(default=19456, ge=19456)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return [ipaddress.ip_network(v, strict=False) if isinstance(v, str) else v for v in value]
+
+    @field_validator("old_secret_keys", mode="before")
+    @classmethod
+    def _parse_old_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value or None
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("smtp://", "smtps://")):
+            raise ValueError("must start with smtp:// or smtps://")
+        return value or None
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, dict) or not value:
+            raise ValueError("must be a non-empty JSON object of role -> [permissions]")
+        for role, perms in value.items():
+            if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
+                raise ValueError(f"role {role!r} must map to a list of permission names")
+        return value
+
+    @model_validator(mode="after")
+    def _check_default_role(self) -> Settings:
+        if self.default_role not in self.roles:
+            raise ValueError(f"DEFAULT_ROLE {self.default_role!r} is not in ROLES")
+        return self
+
+    # Derived values -------------------------------------------------------------------
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.cookie_secure is not None:
+            return self.cookie_secure
+        return not self.base_url.startswith("http://")
+
+    @property
+    def argon2(self) -> Argon2Params:
+        return Argon2Params(self.argon2_time_cost, self.argon2_memory_cost, self.argon2_parallelism)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def root_secret(self) -> str:
+        """SECRET_KEY, or a generated one persisted in DATA_DIR for development."""
+        if self.secret_key:
+            return self.secret_key
+        return _dev_secret(self.data_dir)
+
+    @property
+    def secret_ring(self) -> list[str]:
+        return [self.root_secret, *self.old_secret_keys]
+
+
+def _dev_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    candidate = core_secrets.new_token(48)
+    try:
+        # O_EXCL: two workers starting together agree on one key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(candidate)
+    log.warning("BASTION_SECRET_KEY is not set: generated one in %s. Production must set it.", path)
+    return candidate
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation failure into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "configuration"
+        name = f"BASTION_{field.upper()}" if first["loc"] else "configuration"
+        raise ConfigError(f"invalid {name}: {first['msg']}") from None
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None

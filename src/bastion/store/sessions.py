@@ -1,0 +1,75 @@
+"""Session rows: only the SHA-256 of the token is stored (SPEC §7)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bastion.store.tables import sessions, users
+
+# Built once: this is the hot path of every authenticated request.
+_LOOKUP = (
+    select(
+        sessions.c.id.label("session_id"),
+        sessions.c.expires_at,
+        sessions.c.last_active_at,
+        sessions.c.created_at.label("session_created_at"),
+        users,
+    )
+    .join(users, users.c.id == sessions.c.user_id)
+    .where(sessions.c.token_hash == bindparam("h"))
+)
+_TOUCH = (
+    update(sessions)
+    .where(and_(sessions.c.id == bindparam("sid"), sessions.c.last_active_at < bindparam("before")))
+    .values(last_active_at=bindparam("now"))
+)
+
+
+async def insert(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(sessions.insert().values(**values))
+
+
+async def lookup(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
+    """Session joined with its user, by token hash."""
+    return (await conn.execute(_LOOKUP, {"h": token_hash})).mappings().first()
+
+
+async def touch(conn: AsyncConnection, session_id: str, now: datetime, before: datetime) -> None:
+    await conn.execute(_TOUCH, {"sid": session_id, "now": now, "before": before})
+
+
+async def delete_by_id(conn: AsyncConnection, session_id: str, user_id: str | None = None) -> int:
+    stmt = delete(sessions).where(sessions.c.id == session_id)
+    if user_id is not None:
+        stmt = stmt.where(sessions.c.user_id == user_id)
+    return (await conn.execute(stmt)).rowcount or 0
+
+
+async def delete_for_user(conn: AsyncConnection, user_id: str, keep: str | None = None) -> int:
+    stmt = delete(sessions).where(sessions.c.user_id == user_id)
+    if keep is not None:
+        stmt = stmt.where(sessions.c.id != keep)
+    return (await conn.execute(stmt)).rowcount or 0
+
+
+async def list_for_user(conn: AsyncConnection, user_id: str, now: datetime) -> list[RowMapping]:
+    stmt = (
+        select(sessions)
+        .where(sessions.c.user_id == user_id, sessions.c.expires_at > now)
+        .order_by(sessions.c.last_active_at.desc())
+    )
+    return list((await conn.execute(stmt)).mappings().all())
+
+
+async def delete_expired(conn: AsyncConnection, now: datetime) -> int:
+    return (await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))).rowcount or 0
+
+
+async def count_for_user(conn: AsyncConnection, user_id: str) -> int:
+    stmt = select(func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
+    return int((await conn.execute(stmt)).scalar_one())

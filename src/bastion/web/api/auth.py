@@ -1,0 +1,98 @@
+"""``/api/auth``: register, login, session, logout, password change (SPEC §3, §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from bastion.flows import accounts
+from bastion.flows.sessions import Authenticated, csrf_token_for
+from bastion.flows.users import public_user
+from bastion.runtime import Bastion
+from bastion.web.api.schemas import LoginIn, PasswordChangeIn, RegisterIn
+from bastion.web.deps import (
+    check_origin,
+    clear_session_cookies,
+    context,
+    get_bx,
+    optional_user,
+    require_auth,
+    session_body,
+    set_session_cookies,
+)
+from bastion.web.errors import NO_STORE
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+def signed_in_response(
+    bx: Bastion, result: accounts.SignedIn, status: int = 200, extra: dict[str, Any] | None = None
+) -> JSONResponse:
+    body = {
+        "user": public_user(result.user, bx.settings.roles),
+        "session": session_body(result.session.id, result.session.expires_at),
+        "csrf_token": csrf_token_for(bx, result.session.id),
+        **(extra or {}),
+    }
+    response = JSONResponse(body, status_code=status, headers=NO_STORE)
+    set_session_cookies(response, bx, result.session, result.device_cookie)
+    return response
+
+
+@router.post("/register", status_code=201, dependencies=[Depends(check_origin)])
+async def register(body: RegisterIn, request: Request) -> JSONResponse:
+    bx = get_bx(request)
+    result = await accounts.register(bx, context(request), body.email, body.password, body.name)
+    return signed_in_response(bx, result, status=201)
+
+
+@router.post("/login", dependencies=[Depends(check_origin)])
+async def login(body: LoginIn, request: Request) -> JSONResponse:
+    bx = get_bx(request)
+    result = await accounts.login(bx, context(request), body.email, body.password)
+    if isinstance(result, accounts.MfaRequired):
+        return JSONResponse({"mfa_required": True, "mfa_token": result.mfa_token}, headers=NO_STORE)
+    return signed_in_response(bx, result)
+
+
+@router.get("/session")
+async def session(request: Request, auth: Authenticated = Depends(require_auth)) -> JSONResponse:
+    bx = get_bx(request)
+    body: dict[str, Any] = {"user": public_user(auth.user, bx.settings.roles)}
+    if auth.session_id is not None:
+        body["session"] = session_body(auth.session_id, auth.session_expires_at)
+        body["csrf_token"] = csrf_token_for(bx, auth.session_id)
+    else:
+        body["session"] = None
+        body["csrf_token"] = None
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.post("/logout", status_code=204)
+async def logout(request: Request, auth: Authenticated | None = Depends(optional_user)) -> Response:
+    bx = get_bx(request)
+    if auth is not None:
+        auth = await require_auth(request)  # CSRF applies to cookie sessions
+        if auth.via == "cookie":
+            await accounts.logout(bx, auth.session_id)
+    response = Response(status_code=204, headers=NO_STORE)
+    clear_session_cookies(response, bx)
+    return response
+
+
+@router.post("/password/change")
+async def change_password(
+    body: PasswordChangeIn, request: Request, auth: Authenticated = Depends(require_auth)
+) -> JSONResponse:
+    bx = get_bx(request)
+    await accounts.change_password(
+        bx,
+        context(request),
+        auth.user,
+        auth.session_id,
+        body.current_password,
+        body.new_password,
+    )
+    return JSONResponse({"status": "ok"}, headers=NO_STORE)

@@ -1,0 +1,150 @@
+"""FastAPI dependencies shared by the API and the pages: the container, the request
+context, who is calling, CSRF and Origin checks, and the cookies Bastion sets."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request, Response
+
+from bastion.flows import sessions as session_flow
+from bastion.flows.context import RequestContext, utcnow
+from bastion.flows.devicecookie import MAX_AGE as DEVICE_MAX_AGE
+from bastion.flows.errors import CrossOrigin, CsrfFailed, Unauthenticated
+from bastion.runtime import Bastion
+
+SESSION_COOKIE = "bastion_session"
+CSRF_COOKIE = "bastion_csrf"
+DEVICE_COOKIE = "bastion_device"
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Set by the token module: bearer access token -> Authenticated or None.
+BearerVerifier = Callable[[Bastion, str], Awaitable[session_flow.Authenticated | None]]
+bearer_verifier: BearerVerifier | None = None
+
+
+def get_bx(request: Request) -> Bastion:
+    bx: Bastion = request.app.state.bastion
+    return bx
+
+
+def context(request: Request) -> RequestContext:
+    ua = request.headers.get("user-agent")
+    return RequestContext(
+        ip=request.scope.get("state", {}).get("client_ip")
+        or (request.client.host if request.client else None),
+        user_agent=ua[:512] if ua else None,
+        now=utcnow(),
+        device_cookie=request.cookies.get(DEVICE_COOKIE),
+    )
+
+
+async def authenticate(request: Request) -> session_flow.Authenticated | None:
+    """Who is calling, once per request: a bearer token wins over the cookie."""
+    cached = request.scope.get("state", {}).get("auth", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    bx = get_bx(request)
+    auth: session_flow.Authenticated | None = None
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        if bearer_verifier is not None:
+            auth = await bearer_verifier(bx, header[7:].strip())
+    else:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            auth = await session_flow.validate(bx, token, utcnow())
+    request.scope.setdefault("state", {})["auth"] = auth
+    return auth
+
+
+async def optional_user(request: Request) -> session_flow.Authenticated | None:
+    return await authenticate(request)
+
+
+async def require_auth(request: Request) -> session_flow.Authenticated:
+    """Signed in, and for cookie requests that change state, a valid CSRF token."""
+    auth = await authenticate(request)
+    if auth is None:
+        raise Unauthenticated()
+    if auth.via == "cookie" and request.method in UNSAFE:
+        check_csrf(request, auth, request.headers.get("x-csrf-token"))
+    return auth
+
+
+def check_csrf(request: Request, auth: session_flow.Authenticated, submitted: str | None) -> None:
+    """SPEC §2: the header (or form field) must equal the bastion_csrf cookie, and the
+    cookie must be the signature bound to this session."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not submitted or not cookie or auth.session_id is None:
+        raise CsrfFailed()
+    from bastion.core.secrets import constant_time_equals
+
+    if not constant_time_equals(submitted, cookie):
+        raise CsrfFailed()
+    if not session_flow.csrf_token_valid(get_bx(request), auth.session_id, cookie):
+        raise CsrfFailed()
+
+
+def check_origin(request: Request) -> None:
+    """Login, register and forgot-password refuse a cross-site Origin (SPEC §2)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    allowed = {_origin(get_bx(request).settings.base_url)}
+    host = request.headers.get("host")
+    if host:
+        allowed.add(f"{request.url.scheme}://{host}".lower())
+    if origin.lower() not in allowed:
+        raise CrossOrigin()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def set_session_cookies(
+    response: Response, bx: Bastion, session: session_flow.NewSession, device_cookie: str | None
+) -> str:
+    """Set the session, CSRF and device cookies; return the CSRF token."""
+    secure = bx.settings.secure_cookies
+    ttl = bx.settings.session_ttl
+    csrf = session_flow.csrf_token_for(bx, session.id)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.token,
+        max_age=ttl,
+        path="/",
+        httponly=True,
+        secure=secure,
+        samesite="lax",
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf, max_age=ttl, path="/", httponly=False, secure=secure, samesite="lax"
+    )
+    if device_cookie:
+        response.set_cookie(
+            DEVICE_COOKIE,
+            device_cookie,
+            max_age=DEVICE_MAX_AGE,
+            path="/",
+            httponly=True,
+            secure=secure,
+            samesite="lax",
+        )
+    return csrf
+
+
+def clear_session_cookies(response: Response, bx: Bastion) -> None:
+    secure = bx.settings.secure_cookies
+    for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
+        response.delete_cookie(name, path="/", secure=secure, httponly=httponly, samesite="lax")
+
+
+def session_body(auth_session_id: str, expires_at: Any) -> dict[str, Any]:
+    from bastion.flows.users import iso
+
+    return {"id": auth_session_id, "expires_at": iso(expires_at)}

@@ -1,0 +1,99 @@
+"""One mapping from errors to the JSON envelope of SPEC §2.
+
+Domain errors carry their own status and code; framework errors are translated; a
+database that cannot be reached is 503 (fail closed); anything else is a 500 with a
+generic message and the details only in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.exceptions import HTTPException
+
+from bastion.flows.errors import DomainError
+
+log = logging.getLogger("bastion.web")
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def envelope(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+    msg = str(err.get("msg", "invalid"))
+    return f"{loc}: {msg}" if loc else msg
+
+
+async def domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)  # noqa: S101
+    return envelope(exc.status, exc.body(), exc.headers)
+
+
+async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    details = [_describe(e) for e in exc.errors()]
+    return envelope(
+        422, {"error": "invalid_request", "message": "The request is invalid.", "details": details}
+    )
+
+
+async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)  # noqa: S101
+    code = HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else "The request could not be processed."
+    return envelope(exc.status_code, {"error": code, "message": message}, dict(exc.headers or {}))
+
+
+async def database_down(_: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable: %s", type(exc).__name__)
+    return envelope(
+        503,
+        {"error": "service_unavailable", "message": "The service is temporarily unavailable."},
+        {"Retry-After": "5"},
+    )
+
+
+async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
+        return await database_down(_, exc)
+    log.exception("unhandled error", exc_info=exc)
+    return envelope(500, {"error": "internal_error", "message": "Something went wrong."})
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(OperationalError, database_down)
+    app.add_exception_handler(InterfaceError, database_down)
+    app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)  # noqa: S101
+    if exc.connection_invalidated:
+        return await database_down(request, exc)
+    return await unexpected(request, exc)
