@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     introspection_token: str | None = None
     oauth_providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     require_verified_email: bool = False
+    # Per-endpoint budgets, JSON {"name": [limit, window]}; see limits/policy.py.
+    rate_limits: dict[str, list[int]] = Field(default_factory=dict)
     # Hashing cost: OWASP's minimum by default; raise it on bigger machines.
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_memory_cost: int = Field(default=19456, ge=19456)
@@ -123,6 +125,18 @@ class Settings(BaseSettings):
         for role, perms in value.items():
             if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
                 raise ValueError(f"role {role!r} must map to a list of permission names")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: dict[str, list[int]]) -> dict[str, list[int]]:
+        from bastion.limits.policy import DEFAULTS
+
+        for name, pair in value.items():
+            if name != "*" and name not in DEFAULTS:
+                raise ValueError(f"unknown rate limit {name!r}")
+            if len(pair) != 2 or min(pair) < 1:
+                raise ValueError(f"rate limit {name!r} must be [limit >= 1, window >= 1]")
         return value
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from bastion.flows.errors import (
     RateLimited,
     WeakPassword,
 )
+from bastion.limits.policy import budget
 from bastion.mail import outbox
 from bastion.runtime import Bastion
 from bastion.store import attempts, audit, one_time
@@ -69,7 +70,7 @@ async def register(
 ) -> SignedIn:
     email = check_email(email)
     check_policy(bx, password, email)
-    await guard(bx, f"register:ip:{ctx.ip}", limit=20, window=3600, ctx=ctx)
+    await guard(bx, "register:ip", ctx.ip, ctx)
     async with bx.db.read() as conn:
         if await user_store.get_by_email(conn, email) is not None:
             raise EmailTaken()
@@ -133,9 +134,11 @@ async def send_verification(
     )
 
 
-async def guard(bx: Bastion, key: str, *, limit: int, window: int, ctx: RequestContext) -> None:
-    """Count one request against a per-key budget; 429 once it is spent."""
-    count = await bx.limiter.hit(key, window, ctx.now)
+async def guard(bx: Bastion, name: str, subject: str | None, ctx: RequestContext) -> None:
+    """Count one request against the named budget (limits/policy.py) for ``subject``
+    (an IP, an email, a user id); 429 once it is spent."""
+    limit, window = budget(bx.settings.rate_limits, name)
+    count = await bx.limiter.hit(f"{name}:{subject}", window, ctx.now)
     if count.count > limit:
         raise RateLimited(retry_after=count.retry_after)
 
@@ -363,7 +366,7 @@ async def change_password(
     refresh tokens, bump the token version, and tell the owner (SPEC §4)."""
     check_password_length(current_password)
     check_password_length(new_password)
-    await guard(bx, f"password-change:user:{user['id']}", limit=10, window=900, ctx=ctx)
+    await guard(bx, "password-change:user", user["id"], ctx)
     if not await bx.verify_password(user["password_hash"], current_password):
         raise InvalidCredentials("The current password is not correct.")
     check_policy(bx, new_password, user["email"], bool(user["mfa_enabled"]))

@@ -17,5 +17,6 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
+    """Apply every branch: areas add migrations off a shared base, merged as they meet."""
     command.upgrade(alembic_config(database_url), revision)

@@ -1,0 +1,187 @@
+"""Test support: real Bastion server processes on SQLite or PostgreSQL, and helpers.
+
+Servers run as ``bastion serve`` subprocesses, exactly as users run them, and tests talk
+to them over HTTP. PostgreSQL tests get a fresh database per server family; under
+``CI=true`` an unreachable PostgreSQL or Redis is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_URL = "redis://127.0.0.1:6379/0"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+STRONG = "Correct-Horse-9!"
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def psql(sql: str, db: str = "test") -> None:
+    subprocess.run(
+        ["psql", "-h", PG_HOST, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    name = "bastion_t_" + secrets.token_hex(6)
+    psql(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
+        psql(f"DROP DATABASE IF EXISTS {name}")
+
+
+@contextmanager
+def database(backend: str, tmp: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp / ('bastion-' + secrets.token_hex(4) + '.db')}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+class Server:
+    """A running ``bastion serve`` process."""
+
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
+        self.workdir = workdir
+        self.workers = workers
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BASTION_")},
+            "BASTION_DATABASE_URL": database_url,
+            "BASTION_SECRET_KEY": "test-secret-key-" + "x" * 32,
+            "BASTION_BASE_URL": self.url,
+            "BASTION_DATA_DIR": str(workdir / "data"),
+            "BASTION_IP_FAILURE_LIMIT": "100000",
+            "BASTION_RATE_LIMITS": '{"*": [100000, 60]}',
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"server-{self.port}.log"
+
+    def start(self) -> Server:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "bastion"),
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not start: " + self.log_path.read_text()[-3000:])
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc and self.proc.poll() is None:
+            if sig is None:
+                self.proc.terminate()
+            else:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "bastion"), *args],
+            cwd=self.workdir,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def register(
+    client: httpx.Client,
+    email: str | None = None,
+    password: str = STRONG,
+    name: str | None = "Test User",
+) -> httpx.Response:
+    email = email or unique_email()
+    body: dict[str, Any] = {"email": email, "password": password}
+    if name is not None:
+        body["name"] = name
+    return client.post("/api/auth/register", json=body)
+
+
+def login(client: httpx.Client, email: str, password: str = STRONG, **kw: Any) -> httpx.Response:
+    return client.post("/api/auth/login", json={"email": email, "password": password}, **kw)
+
+
+def csrf(client: httpx.Client) -> dict[str, str]:
+    return {"X-CSRF-Token": client.cookies.get("bastion_csrf") or ""}
