@@ -50,16 +50,28 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
-def ensure_chromium() -> None:
-    """Browser tests drive Debian's chromium; install it when we may (root + apt)."""
-    if Path("/usr/bin/chromium").exists() or shutil.which("apt-get") is None:
+# Debian packages the tests use: the browser for page tests, an independent TOTP
+# implementation (oathtool) and a QR decoder (zbarimg) for the MFA interoperability tests.
+SYSTEM_TOOLS = {"/usr/bin/chromium": "chromium", "/usr/bin/oathtool": "oathtool",
+                "/usr/bin/zbarimg": "zbar-tools"}
+
+
+def ensure_system_packages() -> None:
+    """Install missing Debian packages when we may (root + apt); tests that need a
+    missing tool skip locally and fail under CI."""
+    missing = [pkg for path, pkg in SYSTEM_TOOLS.items() if not Path(path).exists()]
+    if not missing or shutil.which("apt-get") is None:
         return
     if hasattr(os, "geteuid") and os.geteuid() != 0:
-        print("dev.py: /usr/bin/chromium missing; browser tests will be skipped", file=sys.stderr)
+        print(f"dev.py: missing {missing}; install them with apt-get", file=sys.stderr)
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=False,
+        env=env,
+    )
 
 
 def run_tests(args: list[str]) -> int:
@@ -83,7 +95,7 @@ def main() -> int:
     command, rest = sys.argv[1], sys.argv[2:]
     ensure_venv()
     if command == "test":
-        ensure_chromium()
+        ensure_system_packages()
         return run_tests(rest)
     os.execv(str(BIN / "bastion"), [str(BIN / "bastion"), command, *rest])
     return 0  # pragma: no cover

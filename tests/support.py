@@ -185,3 +185,29 @@ def login(client: httpx.Client, email: str, password: str = STRONG, **kw: Any) -
 
 def csrf(client: httpx.Client) -> dict[str, str]:
     return {"X-CSRF-Token": client.cookies.get("bastion_csrf") or ""}
+
+
+def db_query(database_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement directly against the server's database (positional ``$1``
+    parameters on PostgreSQL, ``?`` on SQLite) and return the rows."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        path = database_url.split("///", 1)[1]
+        with sqlite3.connect(path, timeout=15) as conn:
+            rows = conn.execute(sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"),
+                                args).fetchall()
+            conn.commit()
+        return [tuple(r) for r in rows]
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [tuple(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())

@@ -14,14 +14,16 @@ from bastion.runtime import Bastion
 from bastion.settings import Settings, load_settings
 from bastion.web import errors
 from bastion.web.api import auth, health
+from bastion.web.api import sessions as sessions_api
 from bastion.web.middleware import SecurityMiddleware
 
 log = logging.getLogger("bastion")
 
-ROUTERS = [health.router, auth.router]
+ROUTERS = [health.router, auth.router, sessions_api.router]
 
 
 def create_fastapi(settings: Settings) -> FastAPI:
+    sessions_api.install_device_hook()  # sessions record browser, OS, location (SPEC §7)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bx = Bastion.create(settings)
@@ -53,7 +55,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
 
 
 # Coroutines run at start-up with the container; each may return a background task.
-STARTUP_HOOKS: list = []  # type: ignore[type-arg]
+STARTUP_HOOKS: list = [sessions_api.warm_up]  # type: ignore[type-arg]
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

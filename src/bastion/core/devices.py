@@ -1,0 +1,124 @@
+"""User agent → device, IP → location (SPEC §7). Pure: no I/O beyond loading the
+offline databases shipped with the libraries, once and lazily.
+
+- Browser, OS and device type come from ua-parser (the uap-core regexes). ua-parser has
+  no notion of "device type", so it is derived: tablets first (iPad, Android without
+  "Mobile", the generic tablet brands), then phones, else desktop. Bots and command-line
+  clients count as desktop, the spec's three types being desktop, mobile and tablet.
+- The country comes from geoip2fast's offline data file (IPv4 and IPv6), loaded on first
+  use. Private, loopback, link-local and other non-global addresses are "Unknown" without
+  a lookup, as is anything the database does not know.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import ua_parser
+
+UNKNOWN = "Unknown"
+MAX_UA = 512
+
+_OS_NAMES = {"Mac OS X": "macOS", "Other": UNKNOWN}
+_BROWSER_NAMES = {"Other": UNKNOWN}
+_TABLET_UA = re.compile(r"iPad|Tablet|Kindle|Silk/|PlayBook|Nexus (7|9|10)\b", re.I)
+_MOBILE_UA = re.compile(r"Mobi|iPhone|iPod|Android.*Mobile|Windows Phone|BlackBerry|Opera Mini")
+
+
+@dataclass(frozen=True)
+class Device:
+    device_name: str
+    device_type: str  # desktop, mobile or tablet
+    browser: str
+    os: str
+
+
+def _family(value: Any, names: dict[str, str]) -> str:
+    family = getattr(value, "family", None) or UNKNOWN
+    return names.get(family, family)[:100]
+
+
+def _device_type(ua: str, result: ua_parser.Result | ua_parser.PartialResult) -> str:
+    device = result.device
+    brand = (getattr(device, "brand", None) or "").lower()
+    family = (getattr(device, "family", None) or "").lower()
+    os_family = getattr(result.os, "family", None) or ""
+    if "tablet" in brand or "ipad" in family or _TABLET_UA.search(ua):
+        return "tablet"
+    if os_family == "Android" and "Mobile" not in ua:
+        return "tablet"  # Android's convention: phones say "Mobile", tablets do not
+    if _MOBILE_UA.search(ua) or os_family in ("iOS", "Windows Phone", "BlackBerry OS"):
+        return "mobile"
+    return "desktop"
+
+
+@lru_cache(maxsize=2048)
+def parse_user_agent(user_agent: str | None) -> Device:
+    """The device a User-Agent header describes; "Unknown" parts for anything else."""
+    ua = (user_agent or "")[:MAX_UA]
+    if not ua.strip():
+        return Device(f"{UNKNOWN} device", "desktop", UNKNOWN, UNKNOWN)
+    result = ua_parser.parse(ua)
+    browser = _family(result.user_agent, _BROWSER_NAMES)
+    os_name = _family(result.os, _OS_NAMES)
+    if browser == UNKNOWN and os_name == UNKNOWN:
+        name = f"{UNKNOWN} device"
+    else:
+        name = f"{browser} on {os_name}"
+    return Device(name[:200], _device_type(ua, result), browser, os_name)
+
+
+class _Geo:
+    """geoip2fast's reader, built once per process on first use (about 0.2 s)."""
+
+    _lock = threading.Lock()
+    _reader: Any = None
+
+    @classmethod
+    def reader(cls) -> Any:
+        if cls._reader is None:
+            with cls._lock:
+                if cls._reader is None:
+                    from geoip2fast import GeoIP2Fast
+
+                    # The IPv6 data file holds the IPv4 ranges too.
+                    cls._reader = GeoIP2Fast(geoip2fast_data_file="geoip2fast-ipv6.dat.gz")
+        return cls._reader
+
+
+def load_geoip() -> None:
+    """Load the offline database now (called at start-up, off the event loop)."""
+    _Geo.reader()
+
+
+def locate(ip: str | None) -> str:
+    """Country name for a public address; "Unknown" for private, loopback or unknown."""
+    if not ip:
+        return UNKNOWN
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return UNKNOWN
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if not addr.is_global:
+        return UNKNOWN
+    try:
+        result = _Geo.reader().lookup(str(addr))
+    except Exception:  # noqa: BLE001 - a location is informative, never worth a failure
+        return UNKNOWN
+    name = getattr(result, "country_name", "") or ""
+    code = getattr(result, "country_code", "") or ""
+    if getattr(result, "is_private", False) or len(code) != 2 or name.startswith("<"):
+        return UNKNOWN
+    return str(name)[:100]
+
+
+def describe(user_agent: str | None, ip: str | None) -> dict[str, Any]:
+    """The session columns for a sign-in: the ``flows.sessions.describe_device`` hook."""
+    return {**asdict(parse_user_agent(user_agent)), "location": locate(ip)}
