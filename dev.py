@@ -51,9 +51,11 @@ def ensure_venv() -> None:
 
 
 # Debian packages the tests use: the browser for page tests, an independent TOTP
-# implementation (oathtool) and a QR decoder (zbarimg) for the MFA interoperability tests.
+# implementation (oathtool) and a QR decoder (zbarimg) for the MFA interoperability tests;
+# wrk for the benchmark's smoke test.
 SYSTEM_TOOLS = {"/usr/bin/chromium": "chromium", "/usr/bin/oathtool": "oathtool",
-                "/usr/bin/zbarimg": "zbar-tools"}
+                "/usr/bin/zbarimg": "zbar-tools",
+                "/usr/bin/wrk": "wrk"}  # the benchmark's load generator (bench/run.py)
 
 
 def ensure_system_packages() -> None:

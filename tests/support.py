@@ -195,8 +195,9 @@ def db_query(database_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
         path = database_url.split("///", 1)[1]
         with sqlite3.connect(path, timeout=15) as conn:
-            rows = conn.execute(sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"),
-                                args).fetchall()
+            rows = conn.execute(
+                sql.replace("$1", "?").replace("$2", "?").replace("$3", "?"), args
+            ).fetchall()
             conn.commit()
         return [tuple(r) for r in rows]
     import asyncio

@@ -10,8 +10,15 @@ from tests.support import STRONG, Server, login, unique_email
 def test_create_user_prints_id_and_user_can_log_in(server: Server) -> None:
     email = unique_email("cli")
     out = server.cli(
-        "create-user", "--email", email, "--name", "Cli User", "--role", "editor",
-        "--password-stdin", stdin=STRONG + "\n",
+        "create-user",
+        "--email",
+        email,
+        "--name",
+        "Cli User",
+        "--role",
+        "editor",
+        "--password-stdin",
+        stdin=STRONG + "\n",
     )
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"[0-9a-f]{32}\n", out.stdout)
@@ -24,8 +31,15 @@ def test_create_user_prints_id_and_user_can_log_in(server: Server) -> None:
 
 
 def test_create_user_unknown_role_is_bad_argument(server: Server) -> None:
-    out = server.cli("create-user", "--email", unique_email(), "--role", "wizard",
-                     "--password-stdin", stdin=STRONG + "\n")
+    out = server.cli(
+        "create-user",
+        "--email",
+        unique_email(),
+        "--role",
+        "wizard",
+        "--password-stdin",
+        stdin=STRONG + "\n",
+    )
     assert out.returncode == 2
     assert len(out.stderr.strip().splitlines()) == 1
     assert "wizard" in out.stderr
@@ -33,12 +47,15 @@ def test_create_user_unknown_role_is_bad_argument(server: Server) -> None:
 
 def test_create_user_duplicate_and_weak(server: Server) -> None:
     email = unique_email()
-    assert server.cli("create-user", "--email", email, "--password-stdin",
-                      stdin=STRONG + "\n").returncode == 0
+    assert (
+        server.cli(
+            "create-user", "--email", email, "--password-stdin", stdin=STRONG + "\n"
+        ).returncode
+        == 0
+    )
     dup = server.cli("create-user", "--email", email, "--password-stdin", stdin=STRONG + "\n")
     assert dup.returncode == 2 and "exists" in dup.stderr
-    weak = server.cli("create-user", "--email", unique_email(), "--password-stdin",
-                      stdin="weak\n")
+    weak = server.cli("create-user", "--email", unique_email(), "--password-stdin", stdin="weak\n")
     assert weak.returncode == 2 and "weak password" in weak.stderr
 
 

@@ -17,7 +17,11 @@ def test_serve_with_zero_configuration(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
     proc = subprocess.Popen(
         [str(BIN / "bastion"), "serve", "--port", str(port), "--workers", "2"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"

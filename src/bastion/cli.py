@@ -113,6 +113,145 @@ def create_user(
     typer.echo(user_id)
 
 
+@app.command()
+def unlock(email: str = typer.Argument(..., help="Email of the account to unlock.")) -> None:
+    """Clear an account's lockout (anonymous and device counters); audited."""
+    from bastion.flows.context import RequestContext
+    from bastion.flows.errors import NotFound
+    from bastion.flows.unlock import unlock_email
+    from bastion.runtime import Bastion
+
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+
+    async def go() -> bool:
+        bx = Bastion.create(settings)
+        try:
+            return await unlock_email(bx, RequestContext(), email)
+        finally:
+            await bx.close()
+
+    try:
+        was_locked = run(go())
+    except NotFound as exc:
+        fail(exc.message)
+    typer.echo(f"unlocked {email.strip().lower()}" + ("" if was_locked else " (was not locked)"))
+
+
+@app.command()
+def outbox(
+    show: int | None = typer.Option(None, "--show", min=1, help="Print one message in full."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List pending and failed mail; --show ID prints one message."""
+    from bastion.mail import report
+
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+    rows = run(report.fetch(settings, show))
+    if show is None:
+        report.print_list(rows, as_json)
+    elif not rows:
+        fail(f"no message with id {show}")
+    else:
+        report.print_one(rows[0], as_json)
+
+
+users_app = typer.Typer(help="Inspect users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("list")
+def users_list(
+    q: str | None = typer.Option(None, "--q", "-q", help="Search email and name (substring)."),
+    role: str | None = typer.Option(None, "--role", help="Only users with this role."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100, help="Users per page."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Continue after a previous page."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List users, oldest first (a page at a time)."""
+    from bastion import cli_admin
+    from bastion.flows.errors import InvalidRequest
+
+    settings = settings_or_exit()
+    if role is not None and role not in settings.roles:
+        fail(f"unknown role {role!r} (known: {', '.join(settings.roles)})")
+    migrate_or_exit(settings)
+    try:
+        page = run(cli_admin.fetch_users(settings, q, role, limit, cursor))
+    except InvalidRequest:
+        fail("invalid --cursor")
+    cli_admin.print_users(page, as_json)
+
+
+@app.command()
+def audit(
+    verify: bool = typer.Option(False, "--verify", help="Check the audit hash chain."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    limit: int = typer.Option(100, "--limit", min=1, max=1000, help="Rows per list."),
+) -> None:
+    """Print the security report; --verify checks the audit chain instead (exit 1 when
+    an event was edited or deleted)."""
+    from bastion import cli_admin
+
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+    if verify:
+        count, broken = run(cli_admin.verify(settings))
+        if broken is None:
+            typer.echo(f"ok: {count} events")
+            return
+        typer.echo(
+            f"broken: event {broken} does not match the chain "
+            f"(it was edited, or the event before it was deleted)"
+        )
+        raise typer.Exit(1)
+    cli_admin.print_report(run(cli_admin.fetch_report(settings, limit)), as_json)
+
+
+keys_app = typer.Typer(help="JWT signing keys (SPEC §8).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    alg: str = typer.Option("EdDSA", "--alg", help="EdDSA (Ed25519, default) or ES256."),
+) -> None:
+    """Add a signing key that signs from now on and print its kid; the previous key
+    stays published in the JWKS until the tokens it signed have expired."""
+    from bastion.core.jwt import ALGORITHMS
+    from bastion.flows import keys
+
+    if alg not in ALGORITHMS:
+        fail(f"unknown algorithm {alg!r} (use one of {', '.join(ALGORITHMS)})")
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+    done = run(keys.rotate_in_new_db(settings, alg))
+    retired = ", ".join(done.retired) or "none"
+    err.print(
+        f"new signing key {done.kid} ({done.alg}); retired: {retired}, published until "
+        f"{done.published_until:%Y-%m-%d %H:%M:%S} UTC; running servers switch within "
+        f"{int(keys.REFRESH_INTERVAL)} s",
+        markup=False,
+    )
+    typer.echo(done.kid)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List signing keys: signing, published (retired, tokens may live) or expired."""
+    from bastion.flows import keys
+
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+    for row in run(keys.list_in_new_db(settings)):
+        retired = f"{row['retired_at']:%Y-%m-%d %H:%M:%S}" if row["retired_at"] else "-"
+        typer.echo(
+            f"{row['kid']}  {row['alg']:<6} {row['state']:<9} "
+            f"created {row['created_at']:%Y-%m-%d %H:%M:%S}  retired {retired}"
+        )
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)

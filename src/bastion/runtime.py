@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bastion.core import secrets as core_secrets
@@ -11,6 +14,28 @@ from bastion.limits import Limiter
 from bastion.limits.database import DatabaseLimiter
 from bastion.settings import Settings
 from bastion.store.db import Database
+
+# Argon2 threads per process: one per core is all the CPU there is (docs/performance.md).
+HASH_THREADS = os.cpu_count() or 2
+HASH_NICE = 10
+
+
+def _lower_hash_thread_priority() -> None:
+    """Hash threads run at a lower CPU priority than the event loop (Linux keeps a nice
+    value per thread), so that logins saturating the CPU never delay request handling:
+    the scheduler runs the loop first whenever it has work, and hashing takes the rest."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+    except (AttributeError, OSError):  # not Linux: plain threads
+        pass
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max_workers=HASH_THREADS,
+        thread_name_prefix="argon2",
+        initializer=_lower_hash_thread_priority,
+    )
 
 
 @dataclass
@@ -26,6 +51,7 @@ class Bastion:
     dummy_hash: str
     # Woken when a message is queued, so the mail worker need not poll hard.
     mail_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    hash_pool: ThreadPoolExecutor = field(default_factory=_hash_pool)
 
     @classmethod
     def create(cls, settings: Settings) -> Bastion:
@@ -54,16 +80,22 @@ class Bastion:
 
     async def hash_password(self, password: str) -> str:
         """Argon2id in a worker thread: hashing never blocks the event loop (SPEC §4)."""
-        return await asyncio.to_thread(self.hasher.hash, password)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.hash_pool, self.hasher.hash, password)
 
     async def verify_password(self, stored_hash: str | None, password: str) -> bool:
-        return (
-            await asyncio.to_thread(self.hasher.verify, stored_hash or self.dummy_hash, password)
-            and stored_hash is not None
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(
+            self.hash_pool, self.hasher.verify, stored_hash or self.dummy_hash, password
         )
+        return ok and stored_hash is not None
 
     async def close(self) -> None:
         close = getattr(self.limiter, "close", None)
         if close is not None:
             await close()
+        from bastion.store.sessions import close_direct
+
+        await close_direct(self.db)  # the hot path's own connections (store/sessions.py)
         await self.db.dispose()
+        self.hash_pool.shutdown(wait=False)

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[IpNetwork], NoDecode] = []
     smtp_url: str | None = None
     email_from: str = "Bastion <no-reply@localhost>"
+    # Mail delivery (mail/worker.py): first retry after MAIL_RETRY_BASE s, doubling up to
+    # MAIL_RETRY_MAX s; a message still undelivered MAIL_GIVE_UP_AFTER s after it was
+    # queued is marked failed.
+    mail_retry_base: float = Field(default=5.0, gt=0)
+    mail_retry_max: int = Field(default=600, ge=1)
+    mail_give_up_after: int = Field(default=86_400, ge=1)
     lockout_threshold: int = Field(default=5, ge=1)
     lockout_duration: int = Field(default=900, ge=1)
     ip_failure_limit: int = Field(default=10, ge=1)
@@ -106,6 +112,10 @@ class Settings(BaseSettings):
     def _check_smtp(cls, value: str | None) -> str | None:
         if value and not value.startswith(("smtp://", "smtps://")):
             raise ValueError("must start with smtp:// or smtps://")
+        if value:
+            from bastion.mail.smtp import parse_url
+
+            parse_url(value)  # host, port and ?starttls checked at start, not at first mail
         return value or None
 
     @field_validator("base_url")
@@ -137,6 +147,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown rate limit {name!r}")
             if len(pair) != 2 or min(pair) < 1:
                 raise ValueError(f"rate limit {name!r} must be [limit >= 1, window >= 1]")
+        return value
+
+    @field_validator("oauth_providers")
+    @classmethod
+    def _check_oauth_providers(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from bastion.core.oauth_config import parse_providers
+
+        parse_providers(value)  # SPEC §9: a bad provider stops the server at start
         return value
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ from bastion.flows import sessions as session_flow
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
     AccountLocked,
+    EmailNotVerified,
     EmailTaken,
     InvalidCredentials,
     InvalidRequest,
@@ -211,11 +212,23 @@ async def login(
                 await _locked(conn, bx, user, ctx, by_device=device_id is not None)
         raise InvalidCredentials()
 
-    await lockout.release_on_success(bx.db, counter)
+    if user["mfa_enabled"]:
+        # Half a success: give back this attempt's slot only. Earlier failures (wrong
+        # MFA codes included) stay counted until the MFA step succeeds, so re-entering
+        # the right password does not reset the count (flows/mfa.py).
+        from bastion.flows.mfa import give_back_login_slot
+
+        await give_back_login_slot(bx, user["id"], device_id)
+    else:
+        await lockout.release_on_success(bx.db, counter)
     if bx.hasher.needs_rehash(user["password_hash"]):
         new_hash = await bx.hash_password(password)
         async with bx.db.write() as conn:
             await user_store.update_fields(conn, user["id"], password_hash=new_hash)
+    if s.require_verified_email and not user["email_verified"]:
+        # Only after the password checked out: a wrong password stays a plain 401.
+        await _record(bx, ctx, email, user["id"], False, "email_not_verified")
+        raise EmailNotVerified()
     if user["mfa_enabled"]:
         async with bx.db.write() as conn:
             token = await one_time.issue(

@@ -46,7 +46,12 @@ async def list_sessions(
 
 
 async def _revoke_refresh(
-    conn: Any, user_id: str, ctx: RequestContext, *, session_id: str | None = None, keep: str | None = None
+    conn: Any,
+    user_id: str,
+    ctx: RequestContext,
+    *,
+    session_id: str | None = None,
+    keep: str | None = None,
 ) -> None:
     t = refresh_tokens
     stmt = update(t).where(t.c.user_id == user_id, t.c.revoked_at.is_(None))

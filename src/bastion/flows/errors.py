@@ -33,6 +33,10 @@ class Forbidden(DomainError):
     status, code, message = 403, "forbidden", "You are not allowed to do this."
 
 
+class EmailNotVerified(DomainError):
+    status, code, message = 403, "email_not_verified", "Confirm your email address first."
+
+
 class CsrfFailed(DomainError):
     status, code, message = 403, "csrf_failed", "Missing or invalid CSRF token."
 

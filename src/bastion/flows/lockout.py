@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,8 +30,14 @@ from bastion.flows.errors import AccountLocked
 from bastion.store.db import Database
 from bastion.store.tables import device_lockouts, users
 
-SLOT_WAIT_SECONDS = 10.0
+# How long an attempt waits for a slot held by attempts in flight. A password check takes
+# well under a second; slots still held after this long are taken to be leaked by a
+# process that died mid-check, and become a lock (which expires) rather than a counter
+# stuck at the threshold forever. Generous, so that a loaded server never turns right
+# passwords into 423.
+SLOT_WAIT_SECONDS = 30.0
 SLOT_POLL_SECONDS = 0.02
+SLOT_POLL_MAX_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ async def reserve(db: Database, counter: Counter, threshold: int, duration: int)
     c = table.c  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SLOT_WAIT_SECONDS
+    poll = SLOT_POLL_SECONDS
     while True:
         now = utcnow()
         expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
@@ -103,7 +111,9 @@ async def reserve(db: Database, counter: Counter, threshold: int, duration: int)
                     update(table).where(where, c.locked_until.is_(None)).values(locked_until=until)  # type: ignore[arg-type]
                 )
             raise AccountLocked(retry_after=duration)
-        await asyncio.sleep(SLOT_POLL_SECONDS)
+        # Back off: every poll is a write transaction (the SQLite write lock).
+        await asyncio.sleep(poll * (0.5 + random.random()))  # noqa: S311 - jitter only
+        poll = min(poll * 1.5, SLOT_POLL_MAX_SECONDS)
 
 
 async def release_on_success(db: Database, counter: Counter) -> None:

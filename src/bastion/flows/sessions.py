@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -71,8 +71,7 @@ async def validate(bx: Bastion, token: str, now: datetime) -> Authenticated | No
     a minute per session."""
     if not token or len(token) > 200:
         return None
-    async with bx.db.read() as conn:
-        row = await session_store.lookup(conn, core_secrets.token_hash(token))
+    row = cast(RowMapping, await session_store.lookup_direct(bx.db, core_secrets.token_hash(token)))
     if row is None or row["expires_at"] <= now:
         return None
     if row["last_active_at"] <= now - TOUCH_INTERVAL:

@@ -23,6 +23,9 @@ EVENTS = (
     "mfa_disabled",
     "backup_code_used",
 )
+# Set on the connection by enqueue; the worker (mail/worker.py) wakes when a connection
+# carrying it is returned to the pool after COMMIT.
+QUEUED_FLAG = "bastion_mail_queued"
 
 
 async def enqueue(
@@ -51,4 +54,6 @@ async def enqueue(
             created_at=now,
         )
     )
+    conn.info[QUEUED_FLAG] = True
+    # Recipient and event only: bodies carry links with tokens (SPEC §1, §11).
     log.info("mail queued", extra={"event": event, "recipient": recipient})

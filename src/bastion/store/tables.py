@@ -82,6 +82,8 @@ users = Table(
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Column("password_changed_at", TS, nullable=True),
+    Index("ix_users_created_id", "created_at", "id"),  # 0002_admin: keyset pagination
+    Index("ix_users_role", "role"),
 )
 
 sessions = Table(
@@ -101,6 +103,8 @@ sessions = Table(
     Column("os", String(100), nullable=True),
     Column("location", String(100), nullable=True),
     Index("ix_sessions_user_id", "user_id"),
+    Index("ix_sessions_user_created", "user_id", "created_at"),  # 0002_admin
+    Index("ix_sessions_created", "created_at"),  # 0002_admin
 )
 
 # Every browser/OS/device type a user ever signed in from, revoked sessions included,
@@ -249,4 +253,59 @@ outbox = Table(
     Column("created_at", TS, nullable=False),
     Column("sent_at", TS, nullable=True),
     Index("ix_outbox_status_next", "status", "next_attempt_at"),
+)
+
+
+# SPEC §11 "sessions from a location the user had not used in their first three
+# sessions": the locations of a user's first three sessions, kept after those sessions
+# end, and the sessions that came from elsewhere, flagged when they were created
+# (flows/locations.py), so that the report reads only flagged rows (0002_admin).
+login_locations = Table(
+    "login_locations",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("location", String(100), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+unusual_sessions = Table(
+    "unusual_sessions",
+    metadata,
+    Column(
+        "session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("location", String(100), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Index("ix_unusual_sessions_created", "created_at"),
+)
+
+
+# Partial indexes of the security report (0002_admin).
+Index(
+    "ix_users_no_mfa",
+    users.c.created_at,
+    users.c.id,
+    postgresql_where=users.c.mfa_enabled == False,  # noqa: E712
+    sqlite_where=users.c.mfa_enabled == False,  # noqa: E712
+)
+Index(
+    "ix_users_locked_until",
+    users.c.locked_until,
+    postgresql_where=users.c.locked_until.is_not(None),
+    sqlite_where=users.c.locked_until.is_not(None),
+)
+Index(
+    "ix_device_lockouts_locked_until",
+    device_lockouts.c.locked_until,
+    postgresql_where=device_lockouts.c.locked_until.is_not(None),
+    sqlite_where=device_lockouts.c.locked_until.is_not(None),
+)
+Index(
+    "ix_login_attempts_failed_created",
+    login_attempts.c.created_at,
+    login_attempts.c.email,
+    postgresql_where=login_attempts.c.success == False,  # noqa: E712
+    sqlite_where=login_attempts.c.success == False,  # noqa: E712
 )

@@ -10,20 +10,33 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from bastion.logs import configure_logging
+from bastion.mail import worker as mail_worker
 from bastion.runtime import Bastion
 from bastion.settings import Settings, load_settings
 from bastion.web import errors
+from bastion.web.api import admin as admin_api
 from bastion.web.api import auth, health
+from bastion.web.api import mfa as mfa_api
+from bastion.web.api import oauth as oauth_api
+from bastion.web.api import recovery as recovery_api
 from bastion.web.api import sessions as sessions_api
+from bastion.web.api import tokens as tokens_api
 from bastion.web.middleware import SecurityMiddleware
+from bastion.web.pages import router as pages_router
 
 log = logging.getLogger("bastion")
 
-ROUTERS = [health.router, auth.router, sessions_api.router]
+ROUTERS = [health.router, auth.router, sessions_api.router, mfa_api.router]
+ROUTERS.append(admin_api.router)
+ROUTERS.append(recovery_api.router)
+ROUTERS.append(oauth_api.router)  # social login (SPEC §9)
+ROUTERS.append(tokens_api.router)  # tokens for APIs, JWKS (SPEC §8)
+ROUTERS.append(pages_router)  # server-rendered pages (SPEC §12)
 
 
 def create_fastapi(settings: Settings) -> FastAPI:
     sessions_api.install_device_hook()  # sessions record browser, OS, location (SPEC §7)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         bx = Bastion.create(settings)
@@ -50,12 +63,14 @@ def create_fastapi(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     for router in ROUTERS:
-        app.include_router(router)
+        app.include_router(router, responses=errors.DOCUMENTED_ERRORS)
     return app
 
 
 # Coroutines run at start-up with the container; each may return a background task.
 STARTUP_HOOKS: list = [sessions_api.warm_up]  # type: ignore[type-arg]
+STARTUP_HOOKS.append(mail_worker.start)  # outbox delivery (SPEC §11)
+STARTUP_HOOKS.append(tokens_api.startup)  # JWT signing key, bearer verifier (SPEC §8)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

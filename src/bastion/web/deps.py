@@ -8,12 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request, Response
+from fastapi.responses import JSONResponse
 
 from bastion.flows import sessions as session_flow
 from bastion.flows.context import RequestContext, utcnow
 from bastion.flows.devicecookie import MAX_AGE as DEVICE_MAX_AGE
 from bastion.flows.errors import CrossOrigin, CsrfFailed, Unauthenticated
 from bastion.runtime import Bastion
+from bastion.web.middleware import FAST_GET
 
 SESSION_COOKIE = "bastion_session"
 CSRF_COOKIE = "bastion_csrf"
@@ -148,3 +150,40 @@ def session_body(auth_session_id: str, expires_at: Any) -> dict[str, Any]:
     from bastion.flows.users import iso
 
     return {"id": auth_session_id, "expires_at": iso(expires_at)}
+
+
+def session_payload(bx: Bastion, auth: session_flow.Authenticated) -> dict[str, Any]:
+    """The body of ``GET /api/auth/session`` (SPEC §3) for a signed-in caller."""
+    from bastion.flows.users import public_user
+
+    body: dict[str, Any] = {"user": public_user(auth.user, bx.settings.roles)}
+    if auth.session_id is not None:
+        body["session"] = session_body(auth.session_id, auth.session_expires_at)
+        body["csrf_token"] = session_flow.csrf_token_for(bx, auth.session_id)
+    else:
+        body["session"] = None
+        body["csrf_token"] = None
+    return body
+
+
+async def session_fast_path(app: Any, scope: Any) -> JSONResponse | None:
+    """``GET /api/auth/session`` answered from the ASGI layer (web/middleware.py,
+    FAST_GET): the most frequent request of all, and FastAPI's routing and dependency
+    solving cost more than the session lookup itself. A signed-in caller gets the same
+    answer as the router's endpoint (web/api/auth.py); anyone else, or any error, goes
+    the normal way, which reuses the lookup cached in the scope."""
+    bx: Bastion | None = getattr(app.state, "bastion", None)
+    if bx is None:
+        return None
+    scope.setdefault("app", app)  # as Starlette sets it; get_bx reads it
+    try:
+        auth = await authenticate(Request(scope))
+    except Exception:  # noqa: BLE001 - the normal route answers errors its own way
+        scope.get("state", {}).pop("auth", None)
+        return None
+    if auth is None:
+        return None
+    return JSONResponse(session_payload(bx, auth), headers={"Cache-Control": "no-store"})
+
+
+FAST_GET["/api/auth/session"] = session_fast_path

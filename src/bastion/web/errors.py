@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
@@ -32,6 +33,50 @@ HTTP_CODES = {
     429: "rate_limited",
 }
 NO_STORE = {"Cache-Control": "no-store"}
+
+
+class ErrorBody(BaseModel):
+    """The error envelope of SPEC §2 (and RFC 6749 §5.2 on the token endpoint)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str | None = None
+    error_description: str | None = None
+    details: list[str] | None = None
+    retry_after: int | None = None
+
+
+# Documented on every route so that the OpenAPI document describes what the API really
+# answers (schema fuzzing checks responses against it).
+DOCUMENTED_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Bad request",
+        401: "Not authenticated or bad credentials",
+        403: "Forbidden, CSRF failure or cross-site request",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body too large",
+        422: "Invalid request",
+        423: "Account locked",
+        429: "Rate limited",
+        503: "Dependency unavailable",
+    }.items()
+}
+
+# Browser navigations (social login): errors are HTML pages, or the JSON envelope when
+# they come from the framework (413, 503); success is a 302.
+BROWSER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    302: {"description": "Redirect (to the provider, or back to the checked callbackUrl)"},
+    **{
+        status: {**doc, "content": {"text/html": {"schema": {"type": "string"}}}}
+        for status, doc in {
+            **DOCUMENTED_ERRORS,
+            502: {"model": ErrorBody, "description": "Provider unreachable"},
+        }.items()
+    },
+}
 
 
 def envelope(

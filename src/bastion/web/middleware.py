@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Hot GET endpoints answered here, before FastAPI's routing and dependency solving, which
+# cost more than the endpoint's own work (docs/performance.md). A handler gets the inner
+# app and the scope and returns an ASGI response, or None to let the request take the
+# normal route (errors, anything unusual): the normal route then answers exactly as it
+# always does. Requests with a query string always take the normal route.
+FastPath = Callable[
+    [Any, Scope], Awaitable[Callable[[Scope, Receive, Send], Awaitable[None]] | None]
+]
+FAST_GET: dict[str, FastPath] = {}
 
 
 def client_ip(
@@ -124,6 +134,14 @@ class SecurityMiddleware:
                     exceeded = True
                     raise BodyTooLarge()
             return message
+
+        if scope["method"] == "GET" and not scope.get("query_string"):
+            fast = FAST_GET.get(scope["path"])
+            if fast is not None:
+                response = await fast(self.app, scope)
+                if response is not None:
+                    await response(scope, receive, send_with_headers)
+                    return
 
         try:
             await self.app(scope, limited_receive, send_with_headers)

@@ -35,14 +35,20 @@ async def warm_up(bx: Bastion) -> None:
 
 
 @router.get("")
-async def list_sessions(request: Request, auth: Authenticated = Depends(require_auth)) -> JSONResponse:
+async def list_sessions(
+    request: Request, auth: Authenticated = Depends(require_auth)
+) -> JSONResponse:
     bx = get_bx(request)
-    sessions = await device_flow.list_sessions(bx, context(request), auth.user["id"], auth.session_id)
+    sessions = await device_flow.list_sessions(
+        bx, context(request), auth.user["id"], auth.session_id
+    )
     return JSONResponse({"sessions": sessions}, headers=NO_STORE)
 
 
 @router.post("/revoke-others")
-async def revoke_others(request: Request, auth: Authenticated = Depends(require_auth)) -> JSONResponse:
+async def revoke_others(
+    request: Request, auth: Authenticated = Depends(require_auth)
+) -> JSONResponse:
     bx = get_bx(request)
     n = await device_flow.revoke_others(
         bx, context(request), auth.user["id"], auth.session_id, auth.user["id"]

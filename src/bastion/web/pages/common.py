@@ -167,6 +167,20 @@ def set_form_cookie(response: Response, request: Request, nonce: str) -> None:
     )
 
 
+def set_mfa_cookie(response: Response, request: Request, token: str) -> None:
+    """The MFA-step token, HttpOnly and scoped to /mfa (never in a URL)."""
+    bx = get_bx(request)
+    response.set_cookie(
+        MFA_COOKIE,
+        token,
+        max_age=bx.settings.mfa_token_ttl,
+        path="/mfa",
+        httponly=True,
+        secure=bx.settings.secure_cookies,
+        samesite="lax",
+    )
+
+
 def check_form_csrf(request: Request, form: FormData) -> None:
     """Forms posted without a session: same Origin rule as the API, plus the signed
     double-submit token. Raises CsrfFailed / CrossOrigin."""
@@ -185,7 +199,12 @@ def check_session_csrf(request: Request, auth: Authenticated, form: FormData) ->
     check_csrf(request, auth, str(form.get("csrf_token") or "") or None)
 
 
-def forbidden_page(request: Request, exc: CsrfFailed | CrossOrigin | None = None) -> HTMLResponse:
+def forbidden_page(
+    request: Request,
+    exc: CsrfFailed | CrossOrigin | None = None,
+    auth: Authenticated | None = None,
+) -> HTMLResponse:
+    """403 as a page: a failed CSRF/Origin check, or a missing permission."""
     message = (
         "This form has expired or was sent from another site. Go back, reload the page "
         "and try again."
@@ -193,7 +212,13 @@ def forbidden_page(request: Request, exc: CsrfFailed | CrossOrigin | None = None
         else "You do not have permission to see this page."
     )
     return render(
-        request, "message.html", status=403, title="Not allowed", message=message, tone="error"
+        request,
+        "message.html",
+        status=403,
+        auth=auth,
+        title="Not allowed",
+        message=message,
+        tone="error",
     )
 
 
@@ -202,23 +227,34 @@ def field(form: FormData, name: str, limit: int = 1024) -> str:
     return str(value)[: limit + 1] if isinstance(value, str) else ""
 
 
-def password_rules(policy: str) -> list[tuple[str, str]]:
-    """The rules listed next to a new-password field, as (check key, text). The keys
-    drive the optional live check in bastion.js; the server is the judge."""
-    if policy == "nist":
-        return [
-            (f"min:{NIST_MIN_LENGTH}", f"At least {NIST_MIN_LENGTH} characters"),
-            ("common", "Not a commonly used password"),
-            ("email", "Does not contain your email address"),
-        ]
-    return [
-        (f"min:{MIN_LENGTH}", f"At least {MIN_LENGTH} characters"),
-        ("upper", "An uppercase letter"),
-        ("lower", "A lowercase letter"),
-        ("digit", "A digit"),
-        ("symbol", "A symbol"),
-        ("common", "Not a commonly used password"),
-    ]
+# (live-check key, text, word found in the policy's message for that rule)
+_RULES = {
+    "standard": [
+        (f"min:{MIN_LENGTH}", f"At least {MIN_LENGTH} characters", "at least"),
+        ("upper", "An uppercase letter", "uppercase"),
+        ("lower", "A lowercase letter", "lowercase"),
+        ("digit", "A digit", "digit"),
+        ("symbol", "A symbol, such as ! or #", "symbol"),
+        ("common", "Not a commonly used password", "commonly"),
+    ],
+    "nist": [
+        (f"min:{NIST_MIN_LENGTH}", f"At least {NIST_MIN_LENGTH} characters", "at least"),
+        ("common", "Not a commonly used password", "commonly"),
+        ("email", "Does not contain your email address", "email"),
+    ],
+}
+
+
+def password_rules(policy: str, unmet: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rules listed next to a new-password field, each marked unmet when the
+    policy's ``details`` (SPEC §4) name it. The keys drive the optional live check in
+    bastion.js; the server stays the judge."""
+    unmet = [u.lower() for u in unmet or []]
+    rules = []
+    for key, text, word in _RULES.get(policy, _RULES["standard"]):
+        failed = any(word in u for u in unmet)
+        rules.append({"key": key, "text": text, "unmet": failed, "met": bool(unmet) and not failed})
+    return rules
 
 
 def password_problem(details: list[str]) -> str:

@@ -1,0 +1,38 @@
+"""The login floor: bare Argon2id verifies with Bastion's parameters (m=19456 KiB, t=2,
+p=1) in N threads for S seconds. Prints: verifies, seconds, CPU seconds."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from argon2 import PasswordHasher, Type
+
+PASSWORD = "Correct-Horse-9!"
+
+
+def main() -> None:
+    threads, seconds = int(sys.argv[1]), float(sys.argv[2])
+    ph = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
+    stored = ph.hash(PASSWORD)
+    counts = [0] * threads
+    start = time.monotonic()
+    deadline = start + seconds
+
+    def work(i: int) -> None:
+        while time.monotonic() < deadline:
+            ph.verify(stored, PASSWORD)
+            counts[i] += 1
+
+    cpu0 = time.process_time()
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    print(sum(counts), time.monotonic() - start, time.process_time() - cpu0)
+
+
+if __name__ == "__main__":
+    main()

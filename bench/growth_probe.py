@@ -1,0 +1,34 @@
+"""The lockout check of a login, timed alone (bench/growth.py): Bastion's own
+``flows.lockout.reserve`` then ``release_on_success`` for random filled users, through
+Bastion's Database. Args: DATABASE_URL ROWS N. Prints mean microseconds per check."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import sys
+import time
+
+from bastion.flows import lockout
+from bastion.store.db import Database
+
+
+async def main(url: str, rows: int, n: int) -> None:
+    db = Database(url)
+    rng = random.Random(7)
+    ids = [hashlib.md5(f"u{rng.randint(1, rows)}".encode()).hexdigest() for _ in range(n + 20)]
+    for uid in ids[:20]:  # warm the pool and the statement cache
+        await lockout.reserve(db, lockout.Counter(uid), 5, 900)
+        await lockout.release_on_success(db, lockout.Counter(uid))
+    t0 = time.perf_counter()
+    for uid in ids[20:]:
+        counter = lockout.Counter(uid)
+        await lockout.reserve(db, counter, 5, 900)
+        await lockout.release_on_success(db, counter)
+    print((time.perf_counter() - t0) / n * 1e6)
+    await db.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

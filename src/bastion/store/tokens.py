@@ -1,0 +1,130 @@
+"""Refresh token rows (SPEC §8). Only the SHA-256 of a token is stored.
+
+Rotation is one conditional UPDATE (``WHERE used_at IS NULL AND revoked_at IS NULL AND
+expires_at > now RETURNING``), so of many requests presenting one token at the same
+moment, on one process or many, exactly one wins.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bastion.store.tables import refresh_tokens as rt
+from bastion.store.tables import sessions, users
+
+# Built once: the hot path of every refresh.
+_ROTATE = (
+    update(rt)
+    .where(
+        and_(
+            rt.c.token_hash == bindparam("h"),
+            rt.c.used_at.is_(None),
+            rt.c.revoked_at.is_(None),
+            rt.c.expires_at > bindparam("now"),
+        )
+    )
+    .values(used_at=bindparam("now"), replaced_by=bindparam("new_id"))
+    .returning(rt)
+)
+# The grace window: a token used less than REFRESH_REUSE_GRACE seconds ago, whose family
+# is not revoked, may be presented again (the client lost the answer).
+_REPLAY_IN_GRACE = (
+    update(rt)
+    .where(
+        and_(
+            rt.c.token_hash == bindparam("h"),
+            rt.c.used_at.is_not(None),
+            rt.c.used_at > bindparam("since"),
+            rt.c.revoked_at.is_(None),
+        )
+    )
+    .values(replaced_by=bindparam("new_id"))
+    .returning(rt)
+)
+_BY_HASH = select(rt).where(rt.c.token_hash == bindparam("h"))
+# Who a token speaks for: the user joined with the token's session (absent when ended).
+# Built once: one indexed read per bearer request.
+_PRINCIPAL = (
+    select(
+        users,
+        sessions.c.id.label("live_session_id"),
+        sessions.c.expires_at.label("session_expires_at"),
+        sessions.c.last_active_at.label("session_last_active_at"),
+    )
+    .select_from(
+        users.outerjoin(
+            sessions,
+            and_(sessions.c.id == bindparam("sid"), sessions.c.user_id == users.c.id),
+        )
+    )
+    .where(users.c.id == bindparam("sub"))
+)
+
+
+async def insert(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(rt.insert().values(**values))
+
+
+async def rotate(
+    conn: AsyncConnection, token_hash: str, new_id: str, now: datetime
+) -> RowMapping | None:
+    """Mark a live token used (replaced by ``new_id``) and return it; None if it is
+    unknown, used, revoked or expired."""
+    row: RowMapping | None = (
+        (await conn.execute(_ROTATE, {"h": token_hash, "now": now, "new_id": new_id}))
+        .mappings()
+        .first()
+    )
+    return row
+
+
+async def replay_in_grace(
+    conn: AsyncConnection, token_hash: str, new_id: str, since: datetime
+) -> RowMapping | None:
+    row: RowMapping | None = (
+        (await conn.execute(_REPLAY_IN_GRACE, {"h": token_hash, "since": since, "new_id": new_id}))
+        .mappings()
+        .first()
+    )
+    return row
+
+
+async def by_hash(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
+    row: RowMapping | None = (await conn.execute(_BY_HASH, {"h": token_hash})).mappings().first()
+    return row
+
+
+async def lock_family(conn: AsyncConnection, family_id: str) -> None:
+    """Serialise reuse handling of one family until the transaction ends (PostgreSQL;
+    SQLite writers are serial already), so concurrent replays never deadlock on the
+    family's rows."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:f, 7373726009))"),
+            {"f": family_id},
+        )
+
+
+async def revoke_family(conn: AsyncConnection, family_id: str, now: datetime) -> int:
+    stmt = (
+        update(rt)
+        .where(rt.c.family_id == family_id, rt.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return (await conn.execute(stmt)).rowcount or 0
+
+
+async def principal(
+    conn: AsyncConnection, user_id: str, session_id: str | None
+) -> RowMapping | None:
+    """The user row plus ``live_session_id``, ``session_expires_at`` and
+    ``session_last_active_at`` (None when the session no longer exists)."""
+    row: RowMapping | None = (
+        (await conn.execute(_PRINCIPAL, {"sub": user_id, "sid": session_id})).mappings().first()
+    )
+    return row

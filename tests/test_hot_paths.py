@@ -1,0 +1,68 @@
+"""The hot paths of issue 10 (docs/performance.md) keep SPEC behaviour: the session
+check answered from the ASGI layer equals the router's answer, sees revocation at once,
+and the direct session reader returns the engine's rows, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support import Server, csrf, register
+
+VOLATILE = {"date"}
+
+
+def test_session_fast_path_answers_exactly_like_the_router(server: Server) -> None:
+    with server.client() as c:
+        assert register(c).status_code == 201
+        fast = c.get("/api/auth/session")
+        slow = c.get("/api/auth/session?via=router")  # a query string takes the router
+    assert fast.status_code == slow.status_code == 200
+    assert fast.json() == slow.json()
+    fast_headers = {k: v for k, v in fast.headers.items() if k not in VOLATILE}
+    slow_headers = {k: v for k, v in slow.headers.items() if k not in VOLATILE}
+    assert fast_headers == slow_headers
+    assert fast.headers["cache-control"] == "no-store"
+    assert fast.headers["x-content-type-options"] == "nosniff"
+
+
+def test_session_fast_path_refuses_unknown_and_revoked_sessions_immediately(
+    server: Server,
+) -> None:
+    with server.client() as c:
+        assert register(c).status_code == 201
+        assert c.get("/api/auth/session").status_code == 200
+        assert c.post("/api/auth/logout", headers=csrf(c)).status_code == 204
+    with server.client() as c:
+        c.cookies.set("bastion_session", "not-a-session")
+        r = c.get("/api/auth/session")
+        assert r.status_code == 401
+        assert r.json()["error"] == "unauthenticated"
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_direct_session_reader_returns_the_engines_row(server: Server) -> None:
+    from bastion.core.secrets import token_hash
+    from bastion.store import sessions as session_store
+    from bastion.store.db import Database
+
+    with server.client() as c:
+        assert register(c).status_code == 201
+        token = c.cookies.get("bastion_session") or ""
+
+    async def rows() -> tuple[dict[str, object], dict[str, object], object]:
+        db = Database(server.database_url)
+        try:
+            async with db.read() as conn:
+                engine_row = await session_store.lookup(conn, token_hash(token))
+            direct = await session_store.lookup_direct(db, token_hash(token))
+            missing = await session_store.lookup_direct(db, token_hash("nope"))
+            assert engine_row is not None and direct is not None
+            return dict(engine_row), dict(direct), missing
+        finally:
+            await session_store.close_direct(db)
+            await db.dispose()
+
+    engine_row, direct, missing = asyncio.run(rows())
+    assert direct == engine_row
+    assert {k: type(v) for k, v in direct.items()} == {k: type(v) for k, v in engine_row.items()}
+    assert missing is None
