@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
@@ -63,9 +62,3 @@ def sql(server: Server, statement: str, params: tuple[object, ...] = ()) -> list
 
 def is_sqlite(server: Server) -> bool:
     return server.database_url.startswith("sqlite")
-
-
-def ts(server: Server, value: datetime) -> str:
-    """A UTC time as the backend stores it (SQLAlchemy's SQLite format is naive UTC)."""
-    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return text if is_sqlite(server) else text + "+00"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import secrets
 import threading
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from tests.admin_helpers import admin_client, create_user, signed_in, sql, ts
+from tests.admin_helpers import admin_client, create_user, signed_in, sql
 from tests.conftest import ServerFactory
-from tests.support import Server, login, register, unique_email
+from tests.support import Server, csrf, login, register, unique_email
 
 FAKE_ID = "0" * 32
 ENDPOINTS = [
@@ -254,26 +253,6 @@ def test_security_report_lists_each_finding(server: Server) -> None:
     with server.client() as c:
         for _ in range(5):
             login(c, locked_email, "Wrong-Password-1!")
-    # Sessions straight into the table, each from a country: three in Germany first,
-    # then France (unusual) and Germany again (usual).
-    traveller, _ = create_user(server, "viewer")
-    now = datetime.now(UTC)
-    for i, place in enumerate(["Germany", "Germany", "Japan", "France", "Germany"]):
-        sql(
-            server,
-            "INSERT INTO sessions (id, token_hash, user_id, created_at, expires_at,"
-            " last_active_at, ip_address, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                secrets.token_hex(16),
-                secrets.token_hex(32),
-                traveller,
-                ts(server, now - timedelta(hours=10 - i)),
-                ts(server, now + timedelta(days=1)),
-                ts(server, now),
-                f"198.51.100.{i}",
-                place,
-            ),
-        )
     with closing(admin):
         r = admin.get("/api/admin/security-report", params={"limit": 1000})
         assert r.status_code == 200, r.text
@@ -282,10 +261,46 @@ def test_security_report_lists_each_finding(server: Server) -> None:
     assert suspicious.get(noisy) == 6 and quiet not in suspicious
     assert locked_id in {a["id"] for a in report["locked_accounts"]}
     assert locked_id in {u["id"] for u in report["users_without_mfa"]}
-    mine = [u for u in report["unusual_locations"] if u["user_id"] == traveller]
-    assert [u["location"] for u in mine] == ["France"]
-    assert mine[0]["usual_locations"] == ["Germany", "Japan"]
     assert report["totals"]["users_without_mfa"] >= len(report["users_without_mfa"])
+
+
+GERMANY, JAPAN, FRANCE = "5.9.0.1", "133.242.0.1", "62.210.0.1"
+
+
+def test_report_flags_a_session_from_outside_the_first_three_locations(
+    make_server: ServerFactory,
+) -> None:
+    """The first three sessions set the baseline, and it survives their logout; a later
+    session from elsewhere is listed while it lives; loopback (Unknown) never is."""
+    srv = make_server(env={"BASTION_TRUSTED_PROXIES": "127.0.0.1"})
+    admin, _ = admin_client(srv)
+    email = unique_email("traveller")
+
+    def from_ip(ip: str | None) -> httpx.Client:
+        return srv.client(headers={"X-Forwarded-For": ip} if ip else {})
+
+    with from_ip(GERMANY) as c:
+        user_id = register(c, email).json()["user"]["id"]
+        c.post("/api/auth/logout", headers=csrf(c))
+    for ip in (GERMANY, JAPAN):
+        with from_ip(ip) as c:
+            assert login(c, email).status_code == 200
+            c.post("/api/auth/logout", headers=csrf(c))
+    clients = [from_ip(ip) for ip in (FRANCE, GERMANY, None)]
+    for c in clients:
+        assert login(c, email).status_code == 200
+    with closing(admin):
+        sessions = admin.get("/api/admin/security-report").json()["unusual_locations"]
+        mine = [u for u in sessions if u["user_id"] == user_id]
+        assert len(mine) == 1, sessions
+        assert mine[0]["location"] == "France" and mine[0]["email"] == email
+        assert mine[0]["ip_address"] == FRANCE
+        assert mine[0]["usual_locations"] == ["Germany", "Japan"]
+        assert admin.post(f"/api/admin/users/{user_id}/revoke-sessions").status_code == 204
+        sessions = admin.get("/api/admin/security-report").json()["unusual_locations"]
+        assert not [u for u in sessions if u["user_id"] == user_id]
+    for c in clients:
+        c.close()
 
 
 def demote(c: httpx.Client, target: str, barrier: threading.Barrier, results: list[int]) -> None:
@@ -318,3 +333,26 @@ def test_last_admin_cannot_be_demoted_even_concurrently(make_server: ServerFacto
                 assert sorted(results) in ([200, 403], [200, 409]), results
                 # Restore both admins for the next round, as the CLI would.
                 sql(srv, "UPDATE users SET role = 'admin'")
+
+
+def test_bastion_roles_replaces_the_map(make_server: ServerFactory) -> None:
+    """BASTION_ROLES replaces §10's map: its manage_users role administers, its
+    permissions appear in the user object, the old roles are unknown."""
+    roles = '{"boss": ["manage_users", "read"], "staff": ["read", "write"], "guest": []}'
+    srv = make_server(env={"BASTION_ROLES": roles, "BASTION_DEFAULT_ROLE": "guest"})
+    r = srv.cli("create-user", "--email", unique_email(), "--role", "admin", "--password-stdin")
+    assert r.returncode == 2
+    boss_id, boss_email = create_user(srv, "boss")
+    with srv.client() as c:
+        user = register(c).json()["user"]
+        assert user["role"] == "guest" and user["permissions"] == []
+        assert c.get("/api/admin/users").status_code == 403
+    with closing(signed_in(srv, boss_email)) as boss:
+        me = boss.get("/api/auth/session").json()["user"]
+        assert me["permissions"] == ["manage_users", "read"]
+        r = boss.patch(f"/api/admin/users/{user['id']}", json={"role": "editor"})
+        assert r.status_code == 422
+        r = boss.patch(f"/api/admin/users/{user['id']}", json={"role": "staff"})
+        assert r.status_code == 200 and r.json()["user"]["permissions"] == ["read", "write"]
+        r = boss.patch(f"/api/admin/users/{boss_id}", json={"role": "staff"})
+        assert r.status_code == 409 and r.json()["error"] == "last_admin"

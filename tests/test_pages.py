@@ -210,7 +210,7 @@ def test_mfa_step_token_travels_in_a_cookie_scoped_to_mfa(member: tuple[httpx.Cl
 def test_social_login_mfa_redirect_moves_the_token_out_of_the_url(server: Server) -> None:
     with server.client() as client:
         answer = client.get("/mfa?mfa_token=abc123&callbackUrl=/p")
-    assert answer.status_code == 303
+    assert answer.status_code == 302
     assert answer.headers["location"] == "/mfa?callbackUrl=%2Fp"
     assert "bastion_mfa=abc123" in answer.headers["set-cookie"]
 
@@ -271,3 +271,98 @@ def test_login_page_offers_configured_social_providers(make_server: ServerFactor
     assert "Continue with GitHub" in html
     assert 'href="/api/auth/oauth/acme/authorize?callbackUrl=%2Fafter"' in html
     assert "Continue with Acme SSO" in html
+
+
+def test_admin_forms_require_the_session_csrf_token(server: Server) -> None:
+    admin = unique_email("pages-admin")
+    made = server.cli(
+        "create-user", "--email", admin, "--role", "admin", "--password-stdin", stdin=STRONG
+    )
+    assert made.returncode == 0, made.stderr
+    with server.client() as member, server.client() as client:
+        member_email = unique_email("member")
+        member_id = register(member, member_email).json()["user"]["id"]
+        assert client.post("/api/auth/login", json={"email": admin, "password": STRONG}).is_success
+        page = client.get("/admin", params={"q": member_email})
+        assert page.status_code == 200 and member_email in page.text
+        path = f"/admin/users/{member_id}/role"
+        assert client.post(path, data={"role": "editor"}).status_code == 403
+        answer = client.post(
+            path, data={"role": "editor", "q": member_email, **_field(csrf(client))}
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith("/admin?")
+        assert member.get("/api/auth/session").json()["user"]["role"] == "editor"
+        answer = client.post(path, data={"role": "no-such-role", **_field(csrf(client))})
+        assert answer.status_code == 422
+        assert "Unknown role" in answer.text
+
+
+def _field(header: dict[str, str]) -> dict[str, str]:
+    return {"csrf_token": header["X-CSRF-Token"]}
+
+
+def test_account_mfa_forms_new_backup_codes_and_turn_off(
+    member: tuple[httpx.Client, str],
+) -> None:
+    client, _ = member
+    secret = client.post(
+        "/api/auth/mfa/setup", json={"password": STRONG}, headers=csrf(client)
+    ).json()["secret"]
+    totp = pyotp.TOTP(secret)
+    assert client.post(
+        "/api/auth/mfa/enable", json={"code": totp.now()}, headers=csrf(client)
+    ).is_success
+    token = _field(csrf(client))
+
+    answer = client.post("/account/mfa/backup-codes", data={"codes_password": "Wrong-1!x", **token})
+    assert answer.status_code == 401
+    assert re.search(r'aria-describedby="[^"]*\bf-codes_password-error"', answer.text)
+    answer = client.post("/account/mfa/backup-codes", data={"codes_password": STRONG, **token})
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "no-store"
+    codes = re.findall(r"<li>([a-z0-9]{4}-[a-z0-9]{4})</li>", answer.text)
+    assert len(codes) == 10
+
+    answer = client.post(
+        "/account/mfa/disable",
+        data={"disable_password": STRONG, "disable_code": "000000", **token},
+    )
+    assert answer.status_code == 401
+    assert 'id="f-disable_code-error"' in answer.text
+    answer = client.post(
+        "/account/mfa/disable",
+        data={"disable_password": STRONG, "disable_code": codes[0], **token},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/account?done=mfa_disabled"
+    assert client.get("/api/auth/session").json()["user"]["mfa_enabled"] is False
+
+
+def test_account_password_change_form(member: tuple[httpx.Client, str]) -> None:
+    client, email = member
+    token = _field(csrf(client))
+    new = "Brand-New-Pass-5%"
+    answer = client.post(
+        "/account/password",
+        data={"current_password": STRONG, "new_password": new, "confirm_password": "x", **token},
+    )
+    assert answer.status_code == 422 and 'id="f-confirm_password-error"' in answer.text
+    answer = client.post(
+        "/account/password",
+        data={
+            "current_password": "Nope-nope-1!",
+            "new_password": new,
+            "confirm_password": new,
+            **token,
+        },
+    )
+    assert answer.status_code == 401 and 'id="f-current_password-error"' in answer.text
+    answer = client.post(
+        "/account/password",
+        data={"current_password": STRONG, "new_password": new, "confirm_password": new, **token},
+    )
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/account?done=password"
+    with httpx.Client(base_url=str(client.base_url)) as other:
+        assert other.post("/api/auth/login", json={"email": email, "password": new}).is_success

@@ -64,7 +64,7 @@ def enable_mfa_ui(page: Any, password: str = STRONG) -> tuple[str, list[str]]:
     page.goto("/account")
     page.get_by_label("Confirm your password").fill(password)
     page.get_by_role("button", name="Set up two-factor").click()
-    secret = page.locator("#totp-secret").inner_text().strip()
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "").strip()
     codes = [c.strip() for c in page.locator("#backup-codes li").all_inner_texts()]
     page.get_by_label("6-digit code").fill(pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Turn on two-factor").click()

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from bastion.core import secrets as core_secrets
 from bastion.core.emails import is_valid_email, normalize_email
 from bastion.core.passwords import MAX_LENGTH, normalize, policy_violations
-from bastion.flows import devicecookie, lockout
+from bastion.flows import devicecookie, locations, lockout
 from bastion.flows import sessions as session_flow
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
@@ -96,6 +96,9 @@ async def register(
             )
             session = await session_flow.create(conn, bx, user_id, ctx)
             await remember_device(conn, user_id, session.device, ctx)
+            await locations.note_session(
+                conn, user_id, session.id, session.device.get("location"), ctx.now
+            )
             await send_verification(conn, bx, user_id, email, ctx)
             await audit.append(
                 conn,
@@ -262,6 +265,9 @@ async def complete_sign_in(
         first_sign_in = not await _has_known_devices(conn, user["id"])
         session = await session_flow.create(conn, bx, user["id"], ctx)
         is_new = await remember_device(conn, user["id"], session.device, ctx)
+        await locations.note_session(
+            conn, user["id"], session.id, session.device.get("location"), ctx.now
+        )
         if is_new and not first_sign_in:
             await outbox.enqueue(
                 conn,

@@ -62,11 +62,11 @@ def build_key_set(
     access_ttl: int,
     load_signing: Callable[[RowMapping], core_jwt.SigningKey | None],
 ) -> KeySet:
-    """Published = active keys and keys retired less than the token lifetime ago; the
-    newest active key signs (``load_signing(row)`` decrypts it)."""
+    """Published: active keys, and retired keys until ``published_until``. The newest
+    active key signs (``load_signing(row)`` decrypts it)."""
     verification: dict[str, core_jwt.VerificationKey] = {}
     jwks: list[dict[str, Any]] = []
-    signing_row: RowMapping | None = None
+    active: list[RowMapping] = []
     for row in rows:
         retired = row["retired_at"]
         if retired is not None and published_until(retired, access_ttl) <= now:
@@ -78,16 +78,10 @@ def build_key_set(
             continue
         verification[key.kid] = key
         jwks.append(dict(row["public_jwk"]))
-        if retired is None and (
-            signing_row is None
-            or (row["created_at"], row["kid"])
-            > (
-                signing_row["created_at"],
-                signing_row["kid"],
-            )
-        ):
-            signing_row = row
-    signing = load_signing(signing_row) if signing_row is not None else None
+        if retired is None:
+            active.append(row)
+    newest = max(active, key=lambda r: (r["created_at"], r["kid"]), default=None)
+    signing = load_signing(newest) if newest is not None else None
     return KeySet(signing, verification, jwks)
 
 

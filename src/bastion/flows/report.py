@@ -10,8 +10,9 @@ Shape of the report (each list newest or worst first, at most ``limit`` entries;
 - ``suspicious_logins``: ``[{email, failed_attempts, last_failed_at, distinct_ips}]``,
   emails with more than 5 failed logins in the last 24 hours, unknown emails included;
 - ``unusual_locations``: ``[{session_id, user_id, email, location, ip_address,
-  device_name, created_at, usual_locations}]``, live sessions created in the last
-  30 days from a location that none of the user's first three sessions had.
+  device_name, created_at, usual_locations}]``, live sessions from a location that none
+  of the user's first three sessions had (flagged at sign-in, see flows/locations.py;
+  ``usual_locations`` lists the baseline).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from bastion.store.tables import audit_events
 
 SUSPICIOUS_WINDOW = timedelta(hours=24)
 SUSPICIOUS_THRESHOLD = 5  # "more than 5 failed logins in 24 h"
-UNUSUAL_WINDOW = timedelta(days=30)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
@@ -43,9 +43,7 @@ async def security_report(bx: Bastion, now: datetime, limit: int = DEFAULT_LIMIT
         n_susp, suspicious = await admin_store.suspicious_logins(
             conn, now - SUSPICIOUS_WINDOW, SUSPICIOUS_THRESHOLD, limit
         )
-        n_unusual, unusual = await admin_store.unusual_locations(
-            conn, now, now - UNUSUAL_WINDOW, limit
-        )
+        n_unusual, unusual = await admin_store.unusual_locations(conn, now, limit)
     return {
         "generated_at": iso(now),
         "users_without_mfa": [_iso_fields(dict(r), "created_at") for r in no_mfa],

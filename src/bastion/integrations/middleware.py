@@ -49,7 +49,7 @@ class BastionMiddleware:
         self.login_url = login_url or auth.login_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] != "http":  # websockets: use the dependencies in the endpoint
             await self.app(scope, receive, send)
             return
         scope.setdefault("state", {})["bastion_auth"] = self.auth

@@ -10,11 +10,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, tuple_, update
+from sqlalchemy import func, or_, select, text, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bastion.store.tables import audit_events, device_lockouts, login_attempts, sessions, users
+from bastion.store.tables import (
+    audit_events,
+    device_lockouts,
+    login_attempts,
+    login_locations,
+    sessions,
+    unusual_sessions,
+    users,
+)
 
 ADMIN_LOCK_ID = 7_373_726_010  # serialises role changes (last-admin rule) on PostgreSQL
 
@@ -167,18 +175,15 @@ async def locked_accounts(
 
 async def suspicious_logins(
     conn: AsyncConnection, since: datetime, threshold: int, limit: int
-) -> tuple[int, list[RowMapping]]:
+) -> tuple[int, list[dict[str, Any]]]:
     """Emails with more than ``threshold`` failed logins since ``since`` (partial index
     on failed attempts by time)."""
     t = login_attempts
     n = func.count().label("failed_attempts")
+    # No count(DISTINCT ...) here: it forces a sort of every failure by email, where a
+    # hash aggregate suffices; distinct IPs are counted for the listed emails only.
     grouped = (
-        select(
-            t.c.email,
-            n,
-            func.max(t.c.created_at).label("last_failed_at"),
-            func.count(func.distinct(t.c.ip_address)).label("distinct_ips"),
-        )
+        select(t.c.email, n, func.max(t.c.created_at).label("last_failed_at"))
         .where(t.c.success == False, t.c.created_at >= since)  # noqa: E712
         .group_by(t.c.email)
         .having(func.count() > threshold)
@@ -187,68 +192,71 @@ async def suspicious_logins(
     rows = await conn.execute(
         select(sub).order_by(sub.c.failed_attempts.desc(), sub.c.email).limit(limit)
     )
+    found = [dict(r) for r in rows.mappings().all()]
+    if found:
+        ips = (
+            select(t.c.email, func.count(func.distinct(t.c.ip_address)))
+            .where(
+                t.c.email.in_([r["email"] for r in found]),
+                t.c.success == False,  # noqa: E712
+                t.c.created_at >= since,
+            )
+            .group_by(t.c.email)
+        )
+        counts: dict[str, int] = dict((await conn.execute(ips)).tuples().all())
+        for r in found:
+            r["distinct_ips"] = int(counts.get(r["email"], 0))
     total = await conn.execute(select(func.count()).select_from(sub))
-    return int(total.scalar_one()), list(rows.mappings().all())
-
-
-def _unusual_filter(now: datetime, since: datetime) -> Any:
-    """A live session whose location is not among the locations of the user's first three
-    sessions (so the first three themselves never match). Unknown locations (private
-    addresses, no geo data) are never called unusual."""
-    s = sessions
-    f = sessions.alias("f")
-    # Correlated and LIMITed: one index range read on (user_id, created_at) per candidate.
-    first_locations = (
-        select(func.coalesce(f.c.location, ""))
-        .where(f.c.user_id == s.c.user_id)
-        .order_by(f.c.created_at, f.c.id)
-        .limit(3)
-    )
-    return and_(
-        s.c.expires_at > now,
-        s.c.created_at >= since,
-        s.c.location.is_not(None),
-        s.c.location != "Unknown",
-        s.c.location.not_in(first_locations),
-    )
+    return int(total.scalar_one()), found
 
 
 async def unusual_locations(
-    conn: AsyncConnection, now: datetime, since: datetime, limit: int
+    conn: AsyncConnection, now: datetime, limit: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    s = sessions
-    where = _unusual_filter(now, since)
+    """Live sessions flagged at sign-in (flows/locations.py), newest first: the report
+    reads only flagged rows, however many sessions there are."""
+    u, s = unusual_sessions, sessions
+    joined = u.join(s, s.c.id == u.c.session_id).join(users, users.c.id == u.c.user_id)
     stmt = (
         select(
-            s.c.id.label("session_id"),
-            s.c.user_id,
+            u.c.session_id,
+            u.c.user_id,
             users.c.email,
-            s.c.location,
+            u.c.location,
             s.c.ip_address,
             s.c.device_name,
-            s.c.created_at,
+            u.c.created_at,
         )
-        .join(users, users.c.id == s.c.user_id)
-        .where(where)
-        .order_by(s.c.created_at.desc(), s.c.id.desc())
+        .select_from(joined)
+        .where(s.c.expires_at > now)
+        .order_by(u.c.created_at.desc(), u.c.session_id)
         .limit(limit)
     )
     rows = [dict(r) for r in (await conn.execute(stmt)).mappings().all()]
+    baselines = await first_locations(conn, {r["user_id"] for r in rows})
     for r in rows:
-        r["usual_locations"] = await first_locations(conn, r["user_id"])
-    total = await conn.execute(select(func.count()).select_from(s).where(where))
+        r["usual_locations"] = baselines.get(r["user_id"], [])
+    total = await conn.execute(
+        select(func.count())
+        .select_from(u.join(s, s.c.id == u.c.session_id))
+        .where(s.c.expires_at > now)
+    )
     return int(total.scalar_one()), rows
 
 
-async def first_locations(conn: AsyncConnection, user_id: str) -> list[str]:
+async def first_locations(conn: AsyncConnection, user_ids: set[str]) -> dict[str, list[str]]:
+    """The distinct locations of each user's first three sessions, in order."""
+    if not user_ids:
+        return {}
+    t = login_locations
     stmt = (
-        select(sessions.c.location)
-        .where(sessions.c.user_id == user_id)
-        .order_by(sessions.c.created_at, sessions.c.id)
-        .limit(3)
+        select(t.c.user_id, t.c.location)
+        .where(t.c.user_id.in_(sorted(user_ids)))
+        .order_by(t.c.user_id, t.c.seq)
     )
-    seen: list[str] = []
-    for (loc,) in (await conn.execute(stmt)).all():
-        if loc and loc not in seen:
+    found: dict[str, list[str]] = {}
+    for user_id, loc in (await conn.execute(stmt)).tuples().all():
+        seen = found.setdefault(user_id, [])
+        if loc not in seen:
             seen.append(loc)
-    return seen
+    return found

@@ -75,8 +75,9 @@ async def logout(request: Request, auth: Authenticated | None = Depends(optional
     bx = get_bx(request)
     if auth is not None:
         auth = await require_auth(request)  # CSRF applies to cookie sessions
-        if auth.via == "cookie":
-            await accounts.logout(bx, auth.session_id)
+        # Cookie or bearer: the session behind it ends server-side (a bearer token's
+        # session is its grant, so its access and refresh tokens die with it).
+        await accounts.logout(bx, auth.session_id)
     response = Response(status_code=204, headers=NO_STORE)
     clear_session_cookies(response, bx)
     return response

@@ -105,7 +105,13 @@ def login_redirect(request: Request) -> RedirectResponse:
 
 
 def see_other(url: str) -> RedirectResponse:
+    """After a form POST (SPEC §3: 303)."""
     return RedirectResponse(url, status_code=303, headers=NO_STORE)
+
+
+def found(url: str) -> RedirectResponse:
+    """A page that sends a GET elsewhere (SPEC §3: 302)."""
+    return RedirectResponse(url, status_code=302, headers=NO_STORE)
 
 
 def with_query(path: str, **params: str | None) -> str:
@@ -136,7 +142,7 @@ def render(
     form_nonce = None
     csrf_token = session_csrf
     if public_form:
-        form_nonce = request.cookies.get(PRE_CSRF_COOKIE) or secrets.token_urlsafe(24)
+        form_nonce = _form_nonce(request) or secrets.token_urlsafe(24)
         csrf_token = bx.csrf.signature(PRE_CSRF_PURPOSE + form_nonce)
     values = {
         "user": user,
@@ -150,9 +156,15 @@ def render(
     }
     html = templates().get_template(name).render(**values)
     response = HTMLResponse(html, status_code=status, headers=NO_STORE)
-    if form_nonce is not None and request.cookies.get(PRE_CSRF_COOKIE) != form_nonce:
+    if form_nonce is not None and _form_nonce(request) != form_nonce:
         set_form_cookie(response, request, form_nonce)
     return response
+
+
+def _form_nonce(request: Request) -> str | None:
+    """The browser's form-cookie value, when it looks like one we set."""
+    value = request.cookies.get(PRE_CSRF_COOKIE)
+    return value if value and 16 <= len(value) <= 64 else None
 
 
 def set_form_cookie(response: Response, request: Request, nonce: str) -> None:
@@ -185,7 +197,7 @@ def check_form_csrf(request: Request, form: FormData) -> None:
     """Forms posted without a session: same Origin rule as the API, plus the signed
     double-submit token. Raises CsrfFailed / CrossOrigin."""
     check_origin(request)
-    nonce = request.cookies.get(PRE_CSRF_COOKIE)
+    nonce = _form_nonce(request)
     submitted = str(form.get("csrf_token") or "")
     if not nonce or not submitted:
         raise CsrfFailed()

@@ -26,6 +26,7 @@ from bastion.web.pages.common import (
     check_form_csrf,
     field,
     forbidden_page,
+    found,
     page_user,
     password_problem,
     password_rules,
@@ -222,11 +223,11 @@ async def mfa_form(
     if mfa_token and len(mfa_token) <= 200:
         # Social login sends the step token in the URL: move it into the /mfa cookie and
         # drop it from the address bar (history, Referer).
-        response = see_other(with_query("/mfa", callbackUrl=callbackUrl))
+        response = found(with_query("/mfa", callbackUrl=callbackUrl))
         set_mfa_cookie(response, request, mfa_token)
         return response
     if not request.cookies.get(MFA_COOKIE):
-        return see_other(with_query("/login", callbackUrl=callbackUrl))
+        return found(with_query("/login", callbackUrl=callbackUrl))
     return _mfa_page(request, callbackUrl)
 
 
