@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from run import BENCH, MAIN_BIN, TARGETS, Table, Variant, ratio, side_by_side, verdict, wrk
+
 from support import STRONG, http, psql
 
 SMALL = 10_000
@@ -76,8 +77,7 @@ def bulk_fill(name: str, rows: int) -> None:
     indexes = [
         line.split("|", 1)
         for line in psql(
-            "SELECT indexname || '|' || indexdef FROM pg_indexes "
-            f"WHERE tablename IN ({tables})",
+            f"SELECT indexname || '|' || indexdef FROM pg_indexes WHERE tablename IN ({tables})",
             db=name,
         ).splitlines()
     ]
@@ -87,7 +87,9 @@ def bulk_fill(name: str, rows: int) -> None:
     drop += [f'DROP INDEX "{n}";' for n, _ in indexes]
     build = [f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d};' for t, n, k, d in constraints if k != "f"]
     build += [d + ";" for _, d in indexes]
-    build += [f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d};' for t, n, k, d in constraints if k == "f"]
+    build += [
+        f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d};' for t, n, k, d in constraints if k == "f"
+    ]
     script = "\n".join(
         ["SET maintenance_work_mem = '1GB';", *drop, FILL.format(n=rows), *build, "ANALYZE;",
          "CREATE TABLE bench_fill (rows bigint NOT NULL);",
@@ -221,7 +223,9 @@ def growth_tables(ctx: Any, results: dict[str, Any]) -> list[Table]:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--drop"]:
-        for name in psql("SELECT datname FROM pg_database WHERE datname LIKE 'bench_growth_%'").split():
+        for name in psql(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'bench_growth_%'"
+        ).split():
             psql(f"DROP DATABASE {name} WITH (FORCE)")
     elif sys.argv[1:2] == ["--fill"]:
         ensure_filled(int(sys.argv[2]))

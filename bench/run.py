@@ -39,13 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import (  # noqa: E402
     PG,
-    REDIS_URL,
-    STRONG,
     Server,
-    http,
     port_open,
-    psql,
-    fresh_pg_database,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     groups = set(args.only.split(",")) if args.only else set()
     quick = args.quick
-    seconds = args.seconds or (1.5 if quick else 2.5)
-    rounds = args.rounds or (1 if quick else 3)
+    seconds = args.seconds or (1.5 if quick else 2.0)
+    rounds = args.rounds or (1 if quick else 2)
     want = (lambda g: g in groups) if groups else (lambda g: not quick or g in ("session", "login"))
 
     from scenarios import Context, growth, logins, memory, refresh, sessions

@@ -10,8 +10,8 @@ import os
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from run import (
     verdict,
     wrk,
 )
+
 from support import (
     REDIS_URL,
     STRONG,
@@ -43,7 +44,8 @@ from support import (
 
 HASH_THREADS = os.cpu_count() or 2  # Bastion's Argon2 threads per process (bastion/runtime.py)
 
-LOGIN_LUA = """
+LOGIN_LUA = (
+    """
 local bodies = {}
 local i = 0
 init = function(args)
@@ -55,7 +57,9 @@ request = function()
   i = i %% #bodies + 1
   return wrk.format("POST", "/api/auth/login", {["Content-Type"] = "application/json"}, bodies[i])
 end
-""" % STRONG
+"""
+    % STRONG
+)
 
 REFRESH_LUA = """
 local pool = {}
@@ -118,9 +122,7 @@ class Context:
         self.pg_dbs.append(name)
         return f"postgresql://postgres@127.0.0.1:5432/{name}", name
 
-    def bastion(
-        self, db: str, workers: int, redis: bool = False, url: str | None = None
-    ) -> Server:
+    def bastion(self, db: str, workers: int, redis: bool = False, url: str | None = None) -> Server:
         pg_db = None
         if url is None:
             url, pg_db = self._db(db, "bastion")
@@ -149,7 +151,9 @@ class Context:
         self.servers.append(s)
         return s.start()
 
-    def _uvicorn(self, name: str, py: Path, app: str, workers: int, env: dict[str, str]) -> list[str]:
+    def _uvicorn(
+        self, name: str, py: Path, app: str, workers: int, env: dict[str, str]
+    ) -> list[str]:
         # The settings of ``bastion serve`` (bastion/cli.py): uvloop and httptools by
         # default, no proxy headers, no server header, no access log.
         return [
@@ -261,7 +265,7 @@ def session_variants(ctx: Context, db: str, workers: int) -> tuple[list[Variant]
                 lambda t, s=s, hdr=hdr: wrk(s.url + "/api/auth/session", t, c, hdr),  # type: ignore[misc]
             )
         )
-        tokens = password_grant(s, "bench@example.com")
+        tokens = password_grant(s, "bench@example.com") if s is main else None
         if tokens:
             bh = {"Authorization": f"Bearer {tokens['access_token']}"}
             out.append(
@@ -385,9 +389,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         users_file.write_text("\n".join(emails) + "\n")
         lua = ctx.script("login.lua", LOGIN_LUA)
         env = {"BENCH_USERS": str(users_file)}
-        floor = Variant(
-            "bare argon2id", _NoServer(), lambda sec: argon2_floor(threads, sec)
-        )
+        floor = Variant("bare argon2id", _NoServer(), lambda sec: argon2_floor(threads, sec))
         variants = [floor] + [
             Variant(
                 s.name.split(" ", 2)[-1].replace(f"w{workers}", "login").strip(),
@@ -402,7 +404,9 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         for v in variants:
             during = None
             if v is not floor:
-                during = logins_with_sessions(v.server, cookies[v.server.name], lua, env, threads, ctx)
+                during = logins_with_sessions(
+                    v.server, cookies[v.server.name], lua, env, threads, ctx
+                )
             r = ratio(v, floor) if v is not floor else 1.0
             lf, pf = TARGETS["login_vs_argon2"], TARGETS["session_p99_during_logins_ms"]
             t.add(
@@ -430,11 +434,15 @@ def logins_with_sessions(
     box: dict[str, Run] = {}
     seconds = max(ctx.seconds, 2)
     th = threading.Thread(
-        target=lambda: box.setdefault("login", wrk(s.url + "/", seconds, threads, script=lua, env=env))
+        target=lambda: box.setdefault(
+            "login", wrk(s.url + "/", seconds, threads, script=lua, env=env)
+        )
     )
     th.start()
     time.sleep(0.3)
-    run = wrk(s.url + "/api/auth/session", seconds - 0.5, 4, {"Cookie": f"bastion_session={cookie}"})
+    run = wrk(
+        s.url + "/api/auth/session", seconds - 0.5, 4, {"Cookie": f"bastion_session={cookie}"}
+    )
     th.join()
     return run
 
@@ -457,7 +465,9 @@ def refresh(ctx: Context, results: dict[str, Any]) -> list[Table]:
         servers = [x for x in (bare, main, red) if x is not None]
         for s in servers:
             s.wait()
-        variants = [Variant("bare FastAPI JSON", bare, lambda sec: wrk(bare.url + "/json", sec, 32))]
+        variants = [
+            Variant("bare FastAPI JSON", bare, lambda sec: wrk(bare.url + "/json", sec, 32))
+        ]
         for s in (main, red):
             if s is None:
                 continue

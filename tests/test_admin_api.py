@@ -11,7 +11,7 @@ import pytest
 
 from tests.admin_helpers import admin_client, create_user, signed_in, sql
 from tests.conftest import ServerFactory
-from tests.support import Server, csrf, login, register, unique_email
+from tests.support import STRONG, Server, csrf, login, register, unique_email
 
 FAKE_ID = "0" * 32
 ENDPOINTS = [
@@ -356,3 +356,26 @@ def test_bastion_roles_replaces_the_map(make_server: ServerFactory) -> None:
         assert r.status_code == 200 and r.json()["user"]["permissions"] == ["read", "write"]
         r = boss.patch(f"/api/admin/users/{boss_id}", json={"role": "staff"})
         assert r.status_code == 409 and r.json()["error"] == "last_admin"
+
+
+def test_admin_api_with_bearer_access_tokens(server: Server) -> None:
+    """API clients use access tokens: same permission check, no CSRF token needed."""
+    _, admin_email = create_user(server, "admin")
+    target, viewer_email = create_user(server, "viewer")
+    with server.client() as c:
+
+        def bearer(email: str) -> dict[str, str]:
+            r = c.post(
+                "/api/auth/token",
+                data={"grant_type": "password", "username": email, "password": STRONG},
+            )
+            assert r.status_code == 200, r.text
+            return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        admin, viewer = bearer(admin_email), bearer(viewer_email)
+        assert c.get("/api/admin/users", headers=viewer).status_code == 403
+        assert c.get("/api/admin/users", headers=admin).status_code == 200
+        r = c.patch(f"/api/admin/users/{target}", json={"role": "editor"}, headers=admin)
+        assert r.status_code == 200 and r.json()["user"]["role"] == "editor"
+        # The role change bumped the token version: the target's old token is dead.
+        assert c.get("/api/auth/session", headers=viewer).status_code == 401

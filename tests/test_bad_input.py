@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,26 @@ def people(bad_server: Server) -> dict[str, str]:
         r = register(c, victim)
         assert r.status_code == 201, r.text
         victim_id = r.json()["user"]["id"]
-    return {"admin": admin, "admin_id": done.stdout.strip(), "victim": victim, "victim_id": victim_id}
+    return {
+        "admin": admin,
+        "admin_id": done.stdout.strip(),
+        "victim": victim,
+        "victim_id": victim_id,
+    }
 
 
 def snapshot(server: Server, people: dict[str, str]) -> dict[str, Any]:
     """What a rejected request must not change (lockout counters and rate limits aside)."""
     counts = {}
-    for table in ("users", "sessions", "outbox", "one_time_tokens", "refresh_tokens",
-                  "backup_codes", "oauth_accounts"):
+    for table in (
+        "users",
+        "sessions",
+        "outbox",
+        "one_time_tokens",
+        "refresh_tokens",
+        "backup_codes",
+        "oauth_accounts",
+    ):
         counts[table] = db_query(server.database_url, f"SELECT count(*) FROM {table}")[0][0]
     rows = db_query(
         server.database_url,
@@ -173,22 +186,48 @@ def fill_path(path: str, people: dict[str, str]) -> str:
 def attacks(op: Operation) -> Iterator[tuple[str, dict[str, Any]]]:
     """(name, httpx request kwargs) for one operation."""
     json_ok = not op.media or "application/json" in op.media
-    yield "oversized_body", {"content": b'{"x": "' + b"a" * BIG + b'"}',
-                             "headers": {"content-type": "application/json"}}
+    yield (
+        "oversized_body",
+        {
+            "content": b'{"x": "' + b"a" * BIG + b'"}',
+            "headers": {"content-type": "application/json"},
+        },
+    )
     yield "oversized_header", {"headers": {"X-Padding": "p" * 60_000}}
     yield "many_headers", {"headers": [(f"X-H{i}", "v") for i in range(500)]}
-    yield "deep_json_array", {"content": "[" * 50_000 + "]" * 50_000,
-                              "headers": {"content-type": "application/json"}}
-    yield "deep_json_object", {"content": '{"a":' * 20_000 + "1" + "}" * 20_000,
-                               "headers": {"content-type": "application/json"}}
-    yield "invalid_utf8", {"content": b'{"email": "\xff\xfe\xfd", "token": "\xc3\x28"}',
-                           "headers": {"content-type": "application/json"}}
-    yield "not_json", {"content": b"\x00\x01garbage{", "headers": {"content-type": "application/json"}}
+    yield (
+        "deep_json_array",
+        {"content": "[" * 50_000 + "]" * 50_000, "headers": {"content-type": "application/json"}},
+    )
+    yield (
+        "deep_json_object",
+        {
+            "content": '{"a":' * 20_000 + "1" + "}" * 20_000,
+            "headers": {"content-type": "application/json"},
+        },
+    )
+    yield (
+        "invalid_utf8",
+        {
+            "content": b'{"email": "\xff\xfe\xfd", "token": "\xc3\x28"}',
+            "headers": {"content-type": "application/json"},
+        },
+    )
+    yield (
+        "not_json",
+        {"content": b"\x00\x01garbage{", "headers": {"content-type": "application/json"}},
+    )
     yield "json_array", {"json": [1, 2, 3]}
-    yield "xml_body", {"content": b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e SYSTEM "
-                       b"'file:///etc/passwd'>]><x>&e;</x>", "headers": {"content-type": "application/xml"}}
+    yield (
+        "xml_body",
+        {
+            "content": b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e SYSTEM "
+            b"'file:///etc/passwd'>]><x>&e;</x>",
+            "headers": {"content-type": "application/xml"},
+        },
+    )
     yield "nul_in_query", {"params": {"q": "a\x00b", "callbackUrl": "/\x00", "limit": "1\x00"}}
-    yield "bad_cookie", {"headers": {"Cookie": "bastion_session=" + "%ff" * 100 + "; x=\"\\"}}
+    yield "bad_cookie", {"headers": {"Cookie": "bastion_session=" + "%ff" * 100 + '; x="\\'}}
     yield "bad_bearer", {"headers": {"Authorization": "Bearer " + "e30." * 3000}}
     for field in op.fields:
         for kind, value in STRINGS.items():
@@ -198,23 +237,35 @@ def attacks(op: Operation) -> Iterator[tuple[str, dict[str, Any]]]:
             if "application/x-www-form-urlencoded" in op.media:
                 yield f"{field}:{kind}:form", {"data": body}
         for kind, raw in RAW_VALUES.items():
-            others = ", ".join(f'"{k}": {json.dumps(v)}' for k, v in op.fields.items() if k != field)
+            others = ", ".join(
+                f'"{k}": {json.dumps(v)}' for k, v in op.fields.items() if k != field
+            )
             text = "{" + (others + ", " if others else "") + f'"{field}": {raw}' + "}"
-            yield f"{field}:{kind}", {"content": text.encode(),
-                                      "headers": {"content-type": "application/json"}}
+            yield (
+                f"{field}:{kind}",
+                {"content": text.encode(), "headers": {"content-type": "application/json"}},
+            )
         for kind, wrong in WRONG_TYPES.items():
             if kind == "bigint":
-                others = ", ".join(f'"{k}": {json.dumps(v)}' for k, v in op.fields.items() if k != field)
+                others = ", ".join(
+                    f'"{k}": {json.dumps(v)}' for k, v in op.fields.items() if k != field
+                )
                 text = "{" + (others + ", " if others else "") + f'"{field}": {wrong}' + "}"
-                yield f"{field}:{kind}", {"content": text.encode(),
-                                          "headers": {"content-type": "application/json"}}
+                yield (
+                    f"{field}:{kind}",
+                    {"content": text.encode(), "headers": {"content-type": "application/json"}},
+                )
             else:
                 yield f"{field}:{kind}", {"json": {**op.fields, field: wrong}}
     if op.fields:
         yield "fields_missing", {"json": {}}
-        yield "fields_repeated_form", {"content": b"&".join(
-            f"{k}=a&{k}=b".encode() for k in op.fields),
-            "headers": {"content-type": "application/x-www-form-urlencoded"}}
+        yield (
+            "fields_repeated_form",
+            {
+                "content": b"&".join(f"{k}=a&{k}=b".encode() for k in op.fields),
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+        )
 
 
 def check_answer(op: Operation, name: str, r: httpx.Response) -> str | None:
@@ -241,7 +292,30 @@ def client_for_thread(server: Server) -> httpx.Client:
     return client
 
 
-def run_corpus(server: Server, people: dict[str, str], authenticated: bool) -> tuple[int, list[str]]:
+def send_attack(
+    server: Server,
+    method: str,
+    path: str,
+    mine: dict[str, str],
+    item: tuple[str, dict[str, Any]],
+) -> tuple[str, httpx.Response | str]:
+    name, kw = item
+    extra = kw.pop("headers", {})
+    if isinstance(extra, dict):
+        extra = {**mine, **extra}
+    else:
+        extra = list(mine.items()) + extra
+    one = client_for_thread(server)
+    one.cookies.clear()  # only the Cookie header of ``mine``, never a stored one
+    try:
+        return name, one.request(method, path, headers=extra, **kw)
+    except httpx.RemoteProtocolError as exc:  # the server closed on us
+        return name, f"connection dropped: {exc}"
+
+
+def run_corpus(
+    server: Server, people: dict[str, str], authenticated: bool
+) -> tuple[int, list[str]]:
     problems: list[str] = []
     sent = 0
     for op in operations(server):
@@ -257,23 +331,8 @@ def run_corpus(server: Server, people: dict[str, str], authenticated: bool) -> t
 
             cookie = "; ".join(f"{k}={v}" for k, v in c.cookies.items())
 
-            def send(item: tuple[str, dict[str, Any]]) -> tuple[str, httpx.Response | str]:
-                name, kw = item
-                extra = kw.pop("headers", {})
-                mine = {**headers, "Cookie": cookie} if cookie else dict(headers)
-                if isinstance(extra, dict):
-                    extra = {**mine, **extra}
-                else:
-                    extra = list(mine.items()) + extra
-                one = client_for_thread(server)
-                one.cookies.clear()  # only the Cookie header above, never a stored one
-                try:
-                    return name, one.request(
-                        op.method, fill_path(op.path, people), headers=extra, **kw
-                    )
-                except httpx.RemoteProtocolError as exc:  # the server closed on us
-                    return name, f"connection dropped: {exc}"
-
+            mine = {**headers, "Cookie": cookie} if cookie else dict(headers)
+            send = partial(send_attack, server, op.method, fill_path(op.path, people), mine)
             with ThreadPoolExecutor(4) as pool:
                 for name, r in pool.map(send, attacks(op)):
                     if isinstance(r, str):
@@ -286,8 +345,9 @@ def run_corpus(server: Server, people: dict[str, str], authenticated: bool) -> t
                         accepted.append(name)
             after = snapshot(server, people)
         if not accepted and before != after:
-            problems.append(f"{op.label}: state changed although every input was rejected: "
-                            f"{before} -> {after}")
+            problems.append(
+                f"{op.label}: state changed although every input was rejected: {before} -> {after}"
+            )
         if before["people"] != after["people"] and "{user_id}" not in op.path:
             problems.append(f"{op.label}: admin or victim row changed: {before} -> {after}")
     return sent, problems
@@ -365,9 +425,11 @@ def test_crlf_in_email_and_name_rejected_and_no_mail_queued(
     outbox = "SELECT count(*) FROM outbox"
     before = db_query(bad_server.database_url, outbox)[0][0]
     with bad_server.client() as c:
-        for email in (f"{people['victim']}\r\nBcc: evil@example.com",
-                      f"evil@example.com\nTo: {people['victim']}",
-                      f"{people['victim']}%0d%0aBcc:evil@example.com"):
+        for email in (
+            f"{people['victim']}\r\nBcc: evil@example.com",
+            f"evil@example.com\nTo: {people['victim']}",
+            f"{people['victim']}%0d%0aBcc:evil@example.com",
+        ):
             r = c.post("/api/auth/password/forgot", json={"email": email})
             assert r.status_code == 422, (email, r.text)
             assert register(c, email).status_code == 422

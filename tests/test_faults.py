@@ -98,6 +98,10 @@ class TcpProxy:
 
     def stop(self) -> None:
         if self.listener is not None:
+            try:  # wakes the thread blocked in accept(); close() alone would not
+                self.listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self.listener.close()
             self.listener = None
         with self.lock:
@@ -116,7 +120,9 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-def start_server(tmp: Path, url: str, env: dict[str, str] | None = None, workers: int = 1) -> Server:
+def start_server(
+    tmp: Path, url: str, env: dict[str, str] | None = None, workers: int = 1
+) -> Server:
     return Server(url, tmp / secrets.token_hex(3), env, workers).start()
 
 
@@ -138,8 +144,10 @@ def status(method: str, url: str, **kw: Any) -> int:
 
 def access_pair(server: Server, email: str, password: str = STRONG) -> dict[str, Any]:
     with server.client() as c:
-        r = c.post("/api/auth/token", data={"grant_type": "password", "username": email,
-                                            "password": password})
+        r = c.post(
+            "/api/auth/token",
+            data={"grant_type": "password", "username": email, "password": password},
+        )
         assert r.status_code == 200, r.text
         return dict(r.json())
 
@@ -177,30 +185,35 @@ def test_database_unreachable_fails_closed_then_service_resumes_by_itself(
         checks = {
             "session (cookie)": lambda: cookie_client.get("/api/auth/session").status_code,
             "sessions list": lambda: cookie_client.get("/api/auth/sessions").status_code,
-            "session (bearer)": lambda: status("GET", srv.url + "/api/auth/session",
-                                               headers=bearer),
-            "revoke-others": lambda: cookie_client.post(
-                "/api/auth/sessions/revoke-others", headers=csrf).status_code,
-            "login": lambda: status("POST", srv.url + "/api/auth/login",
-                                    json={"email": email, "password": STRONG}),
-            "register": lambda: status("POST", srv.url + "/api/auth/register",
-                                       json={"email": unique_email(), "password": STRONG}),
-            "token": lambda: status("POST", srv.url + "/api/auth/token",
-                                    data={"grant_type": "password", "username": email,
-                                          "password": STRONG}),
-            "forgot": lambda: status("POST", srv.url + "/api/auth/password/forgot",
-                                     json={"email": email}),
+            "session (bearer)": lambda: status(
+                "GET", srv.url + "/api/auth/session", headers=bearer
+            ),
+            "revoke-others": lambda: (
+                cookie_client.post("/api/auth/sessions/revoke-others", headers=csrf).status_code
+            ),
+            "login": lambda: status(
+                "POST", srv.url + "/api/auth/login", json={"email": email, "password": STRONG}
+            ),
+            "register": lambda: status(
+                "POST",
+                srv.url + "/api/auth/register",
+                json={"email": unique_email(), "password": STRONG},
+            ),
+            "token": lambda: status(
+                "POST",
+                srv.url + "/api/auth/token",
+                data={"grant_type": "password", "username": email, "password": STRONG},
+            ),
+            "forgot": lambda: status(
+                "POST", srv.url + "/api/auth/password/forgot", json={"email": email}
+            ),
             "readyz": lambda: status("GET", srv.url + "/readyz"),
         }
         for _ in range(3):  # the first answers meet broken pooled connections, later ones none
             for name, call in checks.items():
                 got = call()
-                assert got == 503 or (name == "forgot" and got == 202 and False) or (
-                    got >= 400 and name != "readyz" and got != 500
-                ), (name, got)
-                if name in ("session (cookie)", "session (bearer)", "sessions list",
-                            "revoke-others", "readyz"):
-                    assert got == 503, (name, got)
+                # Fail closed: every answer is "unavailable", none a success or a 500.
+                assert got == 503, (name, got)
         assert status("GET", srv.url + "/healthz") == 200  # the process itself is alive
 
         proxy.start()  # PostgreSQL is back: no restart, no operator
@@ -208,7 +221,9 @@ def test_database_unreachable_fails_closed_then_service_resumes_by_itself(
         assert wait_until(lambda: cookie_client.get("/api/auth/session").status_code == 200)
         assert status("GET", srv.url + "/api/auth/session", headers=bearer) == 200
         assert login(httpx.Client(base_url=srv.url), email).status_code == 200
-        assert "Traceback" not in srv.logs()
+        # No request crashed (asyncpg's own pool may log its reconnect attempts).
+        assert "Exception in ASGI application" not in srv.logs()
+        assert "unhandled error" not in srv.logs()
         cookie_client.close()
     finally:
         srv.stop()
@@ -249,8 +264,10 @@ def test_redis_unreachable_limits_fail_closed_never_a_login_past_the_limit(
         with srv.client() as c:
             answers = [login(c, email).status_code for _ in range(5)]
             answers += [login(c, unique_email(), STRONG).status_code for _ in range(3)]
-            tokens = c.post("/api/auth/token", data={"grant_type": "password",
-                                                     "username": email, "password": STRONG})
+            tokens = c.post(
+                "/api/auth/token",
+                data={"grant_type": "password", "username": email, "password": STRONG},
+            )
             forgot = c.post("/api/auth/password/forgot", json={"email": email})
         assert set(answers) <= {429, 503}, answers
         assert tokens.status_code in (429, 503), tokens.text
@@ -288,11 +305,15 @@ def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: st
             while not stop.is_set():
                 try:
                     if kind == "reset":
-                        c.post("/api/auth/password/reset",
-                               json={"token": resets[email], "password": NEW})
+                        c.post(
+                            "/api/auth/password/reset",
+                            json={"token": resets[email], "password": NEW},
+                        )
                     elif kind == "refresh":
-                        r = c.post("/api/auth/token", data={"grant_type": "refresh_token",
-                                                            "refresh_token": token})
+                        r = c.post(
+                            "/api/auth/token",
+                            data={"grant_type": "refresh_token", "refresh_token": token},
+                        )
                         if r.status_code == 200:
                             token = r.json()["refresh_token"]
                     else:
@@ -311,6 +332,9 @@ def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: st
 
     # Nothing half-done, whatever was in flight.
     q = lambda sql, *a: db_query(pg_url, sql, *a)  # noqa: E731
+    # ...and the kill did land in the middle of real work.
+    assert q("SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL")[0][0] > 0
+    assert q("SELECT count(*) FROM users")[0][0] > len(users)
     orphans = q(
         "SELECT u.email FROM users u WHERE NOT EXISTS (SELECT 1 FROM audit_events a "
         "WHERE a.user_id = u.id AND a.action = 'registered') OR NOT EXISTS (SELECT 1 FROM "
@@ -348,8 +372,10 @@ def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: st
             with restarted.client() as c:
                 new_ok = login(c, email, NEW).status_code == 200
                 old_ok = login(c, email, STRONG).status_code == 200
-            assert (used, audited, new_ok, old_ok) in ((True, 1, True, False),
-                                                        (False, 0, False, True)), email
+            assert (used, audited, new_ok, old_ok) in (
+                (True, 1, True, False),
+                (False, 0, False, True),
+            ), email
             if used:
                 live_refresh = q(
                     "SELECT count(*) FROM refresh_tokens r JOIN users u ON u.id = r.user_id "
@@ -390,15 +416,30 @@ def test_two_processes_never_consume_a_one_time_thing_twice(tmp_path: Path, pg_u
             assert register(c, email).status_code == 201
             assert c.post("/api/auth/password/forgot", json={"email": email}).status_code == 202
         token = reset_token_of(pg_url, email)
-        got = race([(servers[i % 2], "/api/auth/password/reset",
-                     {"json": {"token": token, "password": NEW}}) for i in range(12)])
+        got = race(
+            [
+                (
+                    servers[i % 2],
+                    "/api/auth/password/reset",
+                    {"json": {"token": token, "password": NEW}},
+                )
+                for i in range(12)
+            ]
+        )
         assert sorted(got).count(200) == 1 and set(got) <= {200, 400}, got
 
         # A refresh token (no reuse grace): one new pair, the rest refused.
         refresh = access_pair(b, email, NEW)["refresh_token"]
-        got = race([(servers[i % 2], "/api/auth/token",
-                     {"data": {"grant_type": "refresh_token", "refresh_token": refresh}})
-                    for i in range(12)])
+        got = race(
+            [
+                (
+                    servers[i % 2],
+                    "/api/auth/token",
+                    {"data": {"grant_type": "refresh_token", "refresh_token": refresh}},
+                )
+                for i in range(12)
+            ]
+        )
         assert got.count(200) == 1 and set(got) <= {200, 400}, got
 
         # A backup code, presented at once with twelve MFA tokens to both servers.
@@ -407,8 +448,9 @@ def test_two_processes_never_consume_a_one_time_thing_twice(tmp_path: Path, pg_u
             head = {"X-CSRF-Token": c.cookies["bastion_csrf"]}
             setup = c.post("/api/auth/mfa/setup", json={"password": NEW}, headers=head).json()
             code = totp.totp(setup["secret"], time.time())
-            assert c.post("/api/auth/mfa/enable", json={"code": code},
-                          headers=head).status_code == 200
+            assert (
+                c.post("/api/auth/mfa/enable", json={"code": code}, headers=head).status_code == 200
+            )
         mfa_tokens = []
         for i in range(12):
             with servers[i % 2].client() as c:
@@ -416,9 +458,12 @@ def test_two_processes_never_consume_a_one_time_thing_twice(tmp_path: Path, pg_u
                 assert r.json().get("mfa_required"), r.text
                 mfa_tokens.append(r.json()["mfa_token"])
         backup = setup["backup_codes"][0]
-        got = race([(servers[i % 2], "/api/auth/mfa/verify",
-                     {"json": {"mfa_token": t, "code": backup}})
-                    for i, t in enumerate(mfa_tokens)])
+        got = race(
+            [
+                (servers[i % 2], "/api/auth/mfa/verify", {"json": {"mfa_token": t, "code": backup}})
+                for i, t in enumerate(mfa_tokens)
+            ]
+        )
         assert got.count(200) == 1 and set(got) <= {200, 401}, got
         used = db_query(pg_url, "SELECT count(*) FROM backup_codes WHERE used_at IS NOT NULL")
         assert used == [(1,)]

@@ -180,7 +180,10 @@ def test_fuzzed_requests_get_documented_answers_and_no_server_error(
 ) -> None:
     started = time.monotonic()
     sent, failures = fuzz_all(fuzz_server, Caller(fuzz_server, admin_email, mode))
-    print(f"fuzz {mode}: {sent} requests in {time.monotonic() - started:.1f}s", sorted(STATUSES.items()))
+    print(
+        f"fuzz {mode}: {sent} requests in {time.monotonic() - started:.1f}s",
+        sorted(STATUSES.items()),
+    )
     STATUSES.clear()
     assert not failures, "\n\n".join(failures)
     assert sent > 0

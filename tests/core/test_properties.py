@@ -77,10 +77,14 @@ def test_normalization_is_idempotent_and_length_rule_uses_normalized_form(text: 
 
 ISS, AUD, NOW = "https://auth.example", "bastion", 1_800_000_000
 _NEW = core_jwt.generate_key("EdDSA")
-SIGNING = core_jwt.SigningKey(_NEW.kid, "EdDSA", core_jwt.load_private_key(_NEW.private_pem, "EdDSA"))
+SIGNING = core_jwt.SigningKey(
+    _NEW.kid, "EdDSA", core_jwt.load_private_key(_NEW.private_pem, "EdDSA")
+)
 KEYS = {_NEW.kid: core_jwt.public_key_from_jwk(_NEW.public_jwk)}
 _OTHER = core_jwt.generate_key("ES256")
-OTHER = core_jwt.SigningKey(_OTHER.kid, "ES256", core_jwt.load_private_key(_OTHER.private_pem, "ES256"))
+OTHER = core_jwt.SigningKey(
+    _OTHER.kid, "ES256", core_jwt.load_private_key(_OTHER.private_pem, "ES256")
+)
 text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
 
@@ -168,7 +172,10 @@ def test_same_site_paths_are_kept(rest: str) -> None:
     assert safe_redirect(target) == expected
 
 
-@given(st.text(max_size=80), st.sampled_from(["//", "/\\", "\\\\", "https://", "http:", "javascript:", " /", "\t/"]))
+@given(
+    st.text(max_size=80),
+    st.sampled_from(["//", "/\\", "\\\\", "https://", "http:", "javascript:", " /", "\t/"]),
+)
 def test_redirects_off_site_are_refused(rest: str, prefix: str) -> None:
     assert safe_redirect(prefix + rest) == "/"
 

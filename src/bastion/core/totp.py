@@ -161,6 +161,9 @@ def qr_svg(uri: str, *, title: str = "QR code for your authenticator app") -> st
     """The URI as an inline SVG QR code (error correction M), ready to embed in HTML."""
     qr = segno.make_qr(uri, error="m")
     svg: str = qr.svg_inline(scale=4, border=4, dark="#000", light="#fff", title=title)
+    # A standalone document (usable as an <img> or a file) needs the SVG namespace.
+    if "xmlns=" not in svg.split(">", 1)[0]:
+        svg = svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)
     return svg
 
 

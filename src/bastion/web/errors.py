@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -134,6 +135,14 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, database_down)
     app.add_exception_handler(InterfaceError, database_down)
     app.add_exception_handler(DBAPIError, _dbapi_error)
+    # Raw driver and socket errors (the hot-path session reader talks to asyncpg
+    # directly): registered by class so that the ExceptionMiddleware answers 503 and the
+    # connection stays usable. The catch-all ``Exception`` handler answers too, but
+    # Starlette re-raises after it and the server drops the keep-alive connection.
+    app.add_exception_handler(OSError, database_down)
+    app.add_exception_handler(asyncpg.InterfaceError, database_down)
+    app.add_exception_handler(asyncpg.PostgresConnectionError, database_down)
+    app.add_exception_handler(asyncpg.CannotConnectNowError, database_down)
     app.add_exception_handler(Exception, unexpected)
 
 

@@ -11,6 +11,7 @@ from bastion.flows import accounts
 from bastion.flows.sessions import Authenticated, csrf_token_for
 from bastion.flows.users import public_user
 from bastion.runtime import Bastion
+from bastion.web.api import responses as R
 from bastion.web.api.schemas import LoginIn, PasswordChangeIn, RegisterIn
 from bastion.web.deps import (
     check_origin,
@@ -41,14 +42,23 @@ def signed_in_response(
     return response
 
 
-@router.post("/register", status_code=201, dependencies=[Depends(check_origin)])
+@router.post(
+    "/register",
+    status_code=201,
+    dependencies=[Depends(check_origin)],
+    responses=R.ok(R.SignedInOut, 201),
+)
 async def register(body: RegisterIn, request: Request) -> JSONResponse:
     bx = get_bx(request)
     result = await accounts.register(bx, context(request), body.email, body.password, body.name)
     return signed_in_response(bx, result, status=201)
 
 
-@router.post("/login", dependencies=[Depends(check_origin)])
+@router.post(
+    "/login",
+    dependencies=[Depends(check_origin)],
+    responses={200: {"model": R.SignedInOut | R.MfaRequiredOut, "description": "Signed in"}},
+)
 async def login(body: LoginIn, request: Request) -> JSONResponse:
     bx = get_bx(request)
     result = await accounts.login(bx, context(request), body.email, body.password)
@@ -57,7 +67,7 @@ async def login(body: LoginIn, request: Request) -> JSONResponse:
     return signed_in_response(bx, result)
 
 
-@router.get("/session")
+@router.get("/session", responses=R.ok(R.SessionOut))
 async def session(request: Request, auth: Authenticated = Depends(require_auth)) -> JSONResponse:
     bx = get_bx(request)
     body: dict[str, Any] = {"user": public_user(auth.user, bx.settings.roles)}
@@ -83,7 +93,7 @@ async def logout(request: Request, auth: Authenticated | None = Depends(optional
     return response
 
 
-@router.post("/password/change")
+@router.post("/password/change", responses=R.ok(R.StatusOut))
 async def change_password(
     body: PasswordChangeIn, request: Request, auth: Authenticated = Depends(require_auth)
 ) -> JSONResponse:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bastion.web.api import responses as R
 from bastion.web.deps import get_bx
 
 router = APIRouter(tags=["operations"])
@@ -16,7 +17,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={**R.ok(R.ReadyOut), 503: {"model": R.ReadyOut, "description": "Not ready"}},
+)
 async def readyz(request: Request) -> JSONResponse:
     bx = get_bx(request)
     checks = {"database": await bx.db.ping()}

@@ -10,6 +10,7 @@ from bastion.flows import accounts
 from bastion.flows import mfa as mfa_flow
 from bastion.flows.sessions import Authenticated
 from bastion.flows.users import public_user
+from bastion.web.api import responses as R
 from bastion.web.api.auth import signed_in_response
 from bastion.web.api.schemas import Code, Password, Strict, Token
 from bastion.web.deps import check_origin, context, get_bx, require_auth
@@ -53,7 +54,7 @@ async def setup(
     )
 
 
-@router.post("/enable")
+@router.post("/enable", responses=R.ok(R.UserEnvelope))
 async def enable(
     body: CodeIn, request: Request, auth: Authenticated = Depends(require_auth)
 ) -> JSONResponse:
@@ -62,7 +63,7 @@ async def enable(
     return JSONResponse({"user": public_user(user, bx.settings.roles)}, headers=NO_STORE)
 
 
-@router.post("/verify", dependencies=[Depends(check_origin)])
+@router.post("/verify", dependencies=[Depends(check_origin)], responses=R.ok(R.SignedInOut))
 async def verify(body: VerifyIn, request: Request) -> JSONResponse:
     """The second step of login: same answer and cookies as a password login."""
     bx = get_bx(request)
@@ -72,7 +73,7 @@ async def verify(body: VerifyIn, request: Request) -> JSONResponse:
     return signed_in_response(bx, result)
 
 
-@router.post("/disable")
+@router.post("/disable", responses=R.ok(R.UserEnvelope))
 async def disable(
     body: DisableIn, request: Request, auth: Authenticated = Depends(require_auth)
 ) -> JSONResponse:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from bastion.flows import recovery, verification
 from bastion.flows.sessions import Authenticated
 from bastion.flows.users import public_user
+from bastion.web.api import responses as R
 from bastion.web.api.schemas import EmailIn, ResetIn, TokenIn
 from bastion.web.deps import check_origin, context, get_bx, require_auth
 from bastion.web.errors import NO_STORE
@@ -15,20 +16,25 @@ from bastion.web.errors import NO_STORE
 router = APIRouter(prefix="/api/auth", tags=["recovery"])
 
 
-@router.post("/password/forgot", status_code=202, dependencies=[Depends(check_origin)])
+@router.post(
+    "/password/forgot",
+    status_code=202,
+    dependencies=[Depends(check_origin)],
+    responses=R.ok(R.StatusOut, 202),
+)
 async def forgot_password(body: EmailIn, request: Request) -> JSONResponse:
     """Always 202 with the same body: whether the account exists is not revealed."""
     await recovery.forgot(get_bx(request), context(request), body.email)
     return JSONResponse({"status": "ok"}, status_code=202, headers=NO_STORE)
 
 
-@router.post("/password/reset")
+@router.post("/password/reset", responses=R.ok(R.StatusOut))
 async def reset_password(body: ResetIn, request: Request) -> JSONResponse:
     await recovery.reset(get_bx(request), context(request), body.token, body.password)
     return JSONResponse({"status": "ok"}, headers=NO_STORE)
 
 
-@router.post("/email/verify")
+@router.post("/email/verify", responses=R.ok(R.UserEnvelope))
 async def verify_email(body: TokenIn, request: Request) -> JSONResponse:
     bx = get_bx(request)
     user = await verification.verify(bx, context(request), body.token)

@@ -12,6 +12,7 @@ from bastion.flows import devices as device_flow
 from bastion.flows import sessions as session_flow
 from bastion.flows.sessions import Authenticated
 from bastion.runtime import Bastion
+from bastion.web.api import responses as R
 from bastion.web.deps import clear_session_cookies, context, get_bx, require_auth
 from bastion.web.errors import NO_STORE
 
@@ -34,7 +35,7 @@ async def warm_up(bx: Bastion) -> None:
     await asyncio.to_thread(load)
 
 
-@router.get("")
+@router.get("", responses=R.ok(R.SessionsOut))
 async def list_sessions(
     request: Request, auth: Authenticated = Depends(require_auth)
 ) -> JSONResponse:
@@ -45,7 +46,7 @@ async def list_sessions(
     return JSONResponse({"sessions": sessions}, headers=NO_STORE)
 
 
-@router.post("/revoke-others")
+@router.post("/revoke-others", responses=R.ok(R.RevokedOut))
 async def revoke_others(
     request: Request, auth: Authenticated = Depends(require_auth)
 ) -> JSONResponse:

@@ -22,6 +22,7 @@ from bastion.flows.errors import DomainError
 from bastion.flows.tokens import OAuthInvalidRequest, UnsupportedGrantType
 from bastion.runtime import Bastion
 from bastion.web import deps
+from bastion.web.api import responses as R
 from bastion.web.deps import context, get_bx
 
 router = APIRouter(tags=["tokens"])
@@ -118,7 +119,7 @@ def required(params: dict[str, str], *names: str) -> list[str]:
     return [params[n] for n in names]
 
 
-@router.post("/api/auth/token", openapi_extra=TOKEN_BODY)
+@router.post("/api/auth/token", openapi_extra=TOKEN_BODY, responses=R.ok(R.TokenPairOut))
 async def token(request: Request) -> JSONResponse:
     """Password, MFA and refresh-token grants; answers ``{access_token, token_type,
     expires_in, refresh_token}``."""
@@ -198,7 +199,7 @@ async def introspect(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/.well-known/jwks.json")
+@router.get("/.well-known/jwks.json", responses=R.ok(R.JwksOut))
 async def jwks(request: Request) -> JSONResponse:
     """The public keys: the signing key and retired keys whose tokens may still live."""
     key_set = await keys.cache_for(get_bx(request)).get(max_age=keys.FORCED_RELOAD_INTERVAL)
