@@ -74,6 +74,8 @@ class Run:
     requests: int = 0
     bad: int = 0  # non-2xx or socket errors
     cpu_us: float = 0.0  # CPU microseconds per request, server side
+    non2xx: int = 0
+    timeouts: int = 0
 
 
 def _ms(text: str) -> float:
@@ -114,8 +116,13 @@ def parse_wrk(out: str) -> Run:
             run.requests = int(parts[0])
         elif line.strip().startswith("Non-2xx"):
             run.bad += int(parts[-1])
+            run.non2xx += int(parts[-1])
         elif line.strip().startswith("Socket errors"):
             run.bad += sum(int(p.strip(",")) for p in parts[3::2])
+            run.timeouts += int(parts[-1])
+    if run.requests and run.bad:
+        # Only good answers count: a failing endpoint is not a fast one.
+        run.rps *= max(0, run.requests - run.bad) / run.requests
     return run
 
 
@@ -149,6 +156,19 @@ class Variant:
     server: Server
     load: Callable[[float], Run]
     runs: list[Run] = field(default_factory=list)
+
+    def warn_bad(self) -> None:
+        bad = sum(r.bad for r in self.runs)
+        if bad:
+            total = sum(r.requests for r in self.runs)
+            print(
+                f"   note: {self.name}: {bad} of {total:,} answers bad "
+                f"({sum(r.non2xx for r in self.runs)} non-2xx, "
+                f"{sum(r.timeouts for r in self.runs)} timeouts over 5 s; not counted in req/s)",
+                flush=True,
+            )
+            for line in self.server.error_lines()[-3:]:
+                print(f"     server log: {line[:300]}", flush=True)
 
     def med(self, attr: str) -> float:
         values = [getattr(r, attr) for r in self.runs if r.requests]

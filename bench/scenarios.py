@@ -337,8 +337,7 @@ def sessions(ctx: Context, results: dict[str, Any]) -> list[Table]:
                         verdict(rf, floor2),
                     )  # fmt: skip
             for v in variants:
-                if any(x.bad for x in v.runs):
-                    print(f"   warning: {v.name}: {sum(x.bad for x in v.runs)} bad answers")
+                v.warn_bad()
             ctx.stop(*servers)
     return [t1, t2] if ctx.fau_py else [t1]
 
@@ -361,6 +360,9 @@ class _NoServer(Server):
         self.proc = None
 
     def cpu_pids(self) -> list[int]:
+        return []
+
+    def error_lines(self) -> list[str]:
         return []
 
 
@@ -402,6 +404,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             warm(v)
         side_by_side(variants, ctx.rounds, max(ctx.seconds, 2))
         for v in variants:
+            v.warn_bad()
             during = None
             if v is not floor:
                 during = logins_with_sessions(
@@ -507,8 +510,7 @@ def refresh(ctx: Context, results: dict[str, Any]) -> list[Table]:
                 "rps": v.med("rps"), "p99_ms": v.med("p99"), "ratio": r,
                 "bad": sum(x.bad for x in v.runs),
             }  # fmt: skip
-            if any(x.bad for x in v.runs):
-                print(f"   warning: {v.name}: {sum(x.bad for x in v.runs)} bad answers")
+            v.warn_bad()
         ctx.stop(*servers)
     return [t]
 

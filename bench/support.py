@@ -194,11 +194,25 @@ class Server:
     def refresh_pg_pids(self) -> None:
         """PostgreSQL backends serving this server's database: their CPU counts too."""
         if self.pg_db:
-            rows = psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.pg_db}'")
+            try:
+                rows = psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.pg_db}'")
+            except subprocess.CalledProcessError:  # e.g. connections exhausted: keep old
+                return
             self.pg_pids = [int(x) for x in rows.split()]
 
     def cpu_pids(self) -> list[int]:
         return self.pids() + self.pg_pids
+
+    def error_lines(self) -> list[str]:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return []
+        return [
+            line
+            for line in text.splitlines()
+            if '"level": "error"' in line or "Traceback" in line or "Error" in line[:40]
+        ]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

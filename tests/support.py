@@ -97,6 +97,8 @@ class Server:
             "BASTION_BASE_URL": self.url,
             "BASTION_DATA_DIR": str(workdir / "data"),
             "BASTION_IP_FAILURE_LIMIT": "100000",
+            # Many servers run at once in the suite; PostgreSQL allows 100 clients.
+            "BASTION_DB_POOL_SIZE": "3",
             "BASTION_RATE_LIMITS": '{"*": [100000, 60]}',
             **(env or {}),
         }
@@ -200,7 +202,6 @@ def db_query(database_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             ).fetchall()
             conn.commit()
         return [tuple(r) for r in rows]
-    import asyncio
 
     import asyncpg
 
@@ -211,4 +212,18 @@ def db_query(database_url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run_async(go())
+
+
+def run_async(coro: Any) -> Any:
+    """asyncio.run, also from a thread that already runs a loop (Playwright's sync API
+    keeps one running in the main thread while its fixtures live)."""
+    import asyncio
+    import concurrent.futures
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()

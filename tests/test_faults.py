@@ -289,13 +289,15 @@ def test_redis_unreachable_limits_fail_closed_never_a_login_past_the_limit(
 
 def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: str) -> None:
     srv = start_server(tmp_path, pg_url)
-    users = [unique_email("kill") for _ in range(8)]
+    users = [unique_email("kill") for _ in range(6)]  # their passwords get reset
+    rotators = [unique_email("kill") for _ in range(6)]  # their refresh tokens rotate
     with srv.client() as c:
-        for email in users:
+        for email in users + rotators:
             assert register(c, email).status_code == 201
+        for email in users:
             assert c.post("/api/auth/password/forgot", json={"email": email}).status_code == 202
     resets = {email: reset_token_of(pg_url, email) for email in users}
-    refresh = {email: access_pair(srv, email)["refresh_token"] for email in users}
+    refresh = {email: access_pair(srv, email)["refresh_token"] for email in users + rotators}
 
     stop = threading.Event()
 
@@ -321,20 +323,34 @@ def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: st
                 except httpx.HTTPError:
                     return
 
-    jobs = [("reset", e) for e in users] + [("refresh", e) for e in users]
+    jobs = [("reset", e) for e in users] + [("refresh", e) for e in rotators]
     jobs += [("register", "") for _ in range(6)]
     with ThreadPoolExecutor(len(jobs)) as pool:
-        for kind, email in jobs:
-            pool.submit(hammer, kind, email)
-        time.sleep(1.5)
-        srv.stop(signal.SIGKILL)  # no shutdown, no rollback from the server's side
-        stop.set()
+        try:
+            for kind, email in jobs:
+                pool.submit(hammer, kind, email)
+            # Kill once every kind of work is landing (a registration and a rotation done).
+            landed = wait_until(
+                lambda: (
+                    db_query(pg_url, "SELECT count(*) FROM users")[0][0] > len(users + rotators)
+                    and db_query(
+                        pg_url, "SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL"
+                    )[0][0]
+                    > 0
+                ),
+                timeout=30,
+            )
+            time.sleep(0.3)
+            srv.stop(signal.SIGKILL)  # no shutdown, no rollback from the server's side
+        finally:
+            stop.set()
+    assert landed, "the work never started landing"
 
     # Nothing half-done, whatever was in flight.
     q = lambda sql, *a: db_query(pg_url, sql, *a)  # noqa: E731
     # ...and the kill did land in the middle of real work.
     assert q("SELECT count(*) FROM refresh_tokens WHERE used_at IS NOT NULL")[0][0] > 0
-    assert q("SELECT count(*) FROM users")[0][0] > len(users)
+    assert q("SELECT count(*) FROM users")[0][0] > len(users + rotators)
     orphans = q(
         "SELECT u.email FROM users u WHERE NOT EXISTS (SELECT 1 FROM audit_events a "
         "WHERE a.user_id = u.id AND a.action = 'registered') OR NOT EXISTS (SELECT 1 FROM "

@@ -4,9 +4,7 @@ and the direct session reader returns the engine's rows, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.support import Server, csrf, register
+from tests.support import Server, csrf, register, run_async
 
 VOLATILE = {"date"}
 
@@ -62,7 +60,7 @@ def test_direct_session_reader_returns_the_engines_row(server: Server) -> None:
             await session_store.close_direct(db)
             await db.dispose()
 
-    engine_row, direct, missing = asyncio.run(rows())
+    engine_row, direct, missing = run_async(rows())
     assert direct == engine_row
     assert {k: type(v) for k, v in direct.items()} == {k: type(v) for k, v in engine_row.items()}
     assert missing is None

@@ -55,7 +55,7 @@ class Bastion:
 
     @classmethod
     def create(cls, settings: Settings) -> Bastion:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, settings.db_pool_size)
         limiter: Limiter
         if settings.redis_url:
             from bastion.limits.redis import RedisLimiter

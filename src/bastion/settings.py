@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///bastion.db"
     redis_url: str | None = None
+    # PostgreSQL connections per process (and as many again in bursts).
+    db_pool_size: int = Field(default=10, ge=1, le=500)
     secret_key: str | None = Field(default=None, min_length=16)
     # Older keys still accepted for verification and decryption (rotation), comma-separated.
     old_secret_keys: Annotated[list[str], NoDecode] = []

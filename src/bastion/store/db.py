@@ -56,7 +56,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
 class Database:
     """Two engines on SQLite (reader, writer), one on PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
         aurl = async_url(url)
         self.is_sqlite = aurl.startswith("sqlite")
@@ -67,8 +67,8 @@ class Database:
             self.writer = create_async_engine(
                 aurl,
                 hide_parameters=True,
-                pool_size=20,
-                max_overflow=20,
+                pool_size=pool_size,
+                max_overflow=pool_size,
                 pool_pre_ping=False,
                 pool_recycle=1800,
             )

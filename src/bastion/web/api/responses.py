@@ -45,11 +45,20 @@ class MfaRequiredOut(_Open):
     mfa_token: str
 
 
+class CallerSessionRef(_Open):
+    """The caller's session; for a bearer token bound to a session (``sid``), its
+    expiry is not looked up and is null."""
+
+    id: str
+    expires_at: str | None
+
+
 class SessionOut(_Open):
-    """``GET /api/auth/session``: ``session`` and ``csrf_token`` are null for a bearer."""
+    """``GET /api/auth/session``: ``session`` and ``csrf_token`` are null for a bearer
+    token without a session."""
 
     user: UserOut
-    session: SessionRef | None
+    session: CallerSessionRef | None
     csrf_token: str | None
 
 
