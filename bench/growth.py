@@ -128,6 +128,11 @@ def ensure_filled(rows: int) -> None:
                     [str(MAIN_BIN / "bastion"), "migrate"],
                     env=bastion_env(rows), check=True, capture_output=True,
                 )  # fmt: skip
+                subprocess.run(
+                    [str(MAIN_BIN / "python"), str(BENCH / "growth_probe.py"), "--sync-schema",
+                     url(rows)],
+                    check=True, capture_output=True,
+                )  # fmt: skip
                 return
         except subprocess.CalledProcessError:
             pass
@@ -166,6 +171,8 @@ def growth_tables(ctx: Any, results: dict[str, Any]) -> list[Table]:
         status, _, cookies = http(
             s.port, "POST", "/api/auth/register", {"email": email, "password": STRONG}
         )
+        if status != 201:
+            print(f"   growth: register answered {status} on {rows:,} rows", flush=True)
         hdr = {"Cookie": f"bastion_session={cookies.get('bastion_session', '')}"}
         variants["session lookup"].append(
             Variant(f"{rows:,}", s, lambda t, s=s, h=hdr: wrk(s.url + "/api/auth/session", t, 8, h))

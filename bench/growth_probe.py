@@ -30,5 +30,23 @@ async def main(url: str, rows: int, n: int) -> None:
     await db.dispose()
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] != ["--sync-schema"]:
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+
+
+async def sync_schema(url: str) -> None:
+    """Create the tables a migration added in place since the fill (CREATE only what is
+    missing; never alters or drops), so a kept database still serves the current code."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from bastion.store.db import async_url
+    from bastion.store.tables import metadata
+
+    engine = create_async_engine(async_url(url))
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all, checkfirst=True)
+    await engine.dispose()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--sync-schema"]:
+    asyncio.run(sync_schema(sys.argv[2]))
