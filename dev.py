@@ -53,9 +53,12 @@ def ensure_venv() -> None:
 # Debian packages the tests use: the browser for page tests, an independent TOTP
 # implementation (oathtool) and a QR decoder (zbarimg) for the MFA interoperability tests;
 # wrk for the benchmark's smoke test.
-SYSTEM_TOOLS = {"/usr/bin/chromium": "chromium", "/usr/bin/oathtool": "oathtool",
-                "/usr/bin/zbarimg": "zbar-tools",
-                "/usr/bin/wrk": "wrk"}  # the benchmark's load generator (bench/run.py)
+SYSTEM_TOOLS = {
+    "/usr/bin/chromium": "chromium",
+    "/usr/bin/oathtool": "oathtool",
+    "/usr/bin/zbarimg": "zbar-tools",
+    "/usr/bin/wrk": "wrk",
+}  # the benchmark's load generator (bench/run.py)
 
 
 def ensure_system_packages() -> None:
@@ -87,6 +90,10 @@ def run_tests(args: list[str]) -> int:
         print("+", " ".join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step)))
         if subprocess.run(step, cwd=ROOT).returncode != 0:
             return 1
+    # Most of the suite waits on real server processes: three pytest workers keep two
+    # cores busy. Each test file stays on one worker (its servers are shared).
+    if not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in args):
+        args = ["-n", "3", "--dist", "loadfile", *args]
     return subprocess.run([tool("pytest"), *args], cwd=ROOT).returncode
 
 

@@ -1,7 +1,7 @@
 """Bounded load test on loopback (issue 11): logins, session checks, refreshes and
 password resets against ``bastion serve --workers 2`` on PostgreSQL + Redis.
 
-    .venv/bin/python bench/load.py [--requests 100000] [--concurrency 32]
+    .venv/bin/python bench/load.py [--requests 100000] [--concurrency 16]
 
 Pass criteria (printed, exit status 1 when missed): no answer other than the intended
 ones (2xx, and 401/423/429 for the wrong-password traffic), and server memory flat:

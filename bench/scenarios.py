@@ -396,7 +396,9 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             Variant(
                 s.name.split(" ", 2)[-1].replace(f"w{workers}", "login").strip(),
                 s,
-                lambda sec, s=s: wrk(s.url + "/", sec, threads, script=lua, env=env),  # type: ignore[misc]
+                lambda sec, s=s, lua=lua, env=env: wrk(
+                    s.url + "/", sec, threads, script=lua, env=env
+                ),  # type: ignore[misc]
             )
             for s in servers
         ]
@@ -469,7 +471,9 @@ def refresh(ctx: Context, results: dict[str, Any]) -> list[Table]:
         for s in servers:
             s.wait()
         variants = [
-            Variant("bare FastAPI JSON", bare, lambda sec: wrk(bare.url + "/json", sec, 32))
+            Variant(
+                "bare FastAPI JSON", bare, lambda sec, bare=bare: wrk(bare.url + "/json", sec, 32)
+            )
         ]
         for s in (main, red):
             if s is None:

@@ -31,6 +31,9 @@ from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 
 
+NO_USER = lockout.Counter("0" * 32)
+
+
 @dataclass(frozen=True)
 class SignedIn:
     user: RowMapping
@@ -174,7 +177,10 @@ async def login(
     async with bx.db.read() as conn:
         user = await user_store.get_by_email(conn, email)
     if user is None:
-        await bx.verify_password(None, password)  # same cost as a wrong password
+        # Same work as for a wrong password: a lockout reservation (on no row) and a
+        # hash, so that timing does not tell which emails have accounts (SPEC §3).
+        await lockout.reserve(bx.db, NO_USER, s.lockout_threshold, s.lockout_duration)
+        await bx.verify_password(None, password)
         await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
         await _record(bx, ctx, email, None, False, "unknown_email", audit_failure=True)
         raise InvalidCredentials()

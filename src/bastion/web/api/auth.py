@@ -21,6 +21,7 @@ from bastion.web.deps import (
     optional_user,
     require_auth,
     session_body,
+    session_payload,
     set_session_cookies,
 )
 from bastion.web.errors import NO_STORE
@@ -69,15 +70,8 @@ async def login(body: LoginIn, request: Request) -> JSONResponse:
 
 @router.get("/session", responses=R.ok(R.SessionOut))
 async def session(request: Request, auth: Authenticated = Depends(require_auth)) -> JSONResponse:
-    bx = get_bx(request)
-    body: dict[str, Any] = {"user": public_user(auth.user, bx.settings.roles)}
-    if auth.session_id is not None:
-        body["session"] = session_body(auth.session_id, auth.session_expires_at)
-        body["csrf_token"] = csrf_token_for(bx, auth.session_id)
-    else:
-        body["session"] = None
-        body["csrf_token"] = None
-    return JSONResponse(body, headers=NO_STORE)
+    # Usually answered earlier by deps.session_fast_path; both build the same body.
+    return JSONResponse(session_payload(get_bx(request), auth), headers=NO_STORE)
 
 
 @router.post("/logout", status_code=204)
