@@ -30,7 +30,6 @@ from bastion.store import attempts, audit, one_time
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 
-
 NO_USER = lockout.Counter("0" * 32)
 
 

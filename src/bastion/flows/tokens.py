@@ -287,6 +287,9 @@ async def verify_access(
     or ``iss``, stale ``ver``, or an ended session."""
     now = now or utcnow()
     s = bx.settings
+    claims = _VERIFIED.get((s.base_url, s.jwt_audience, token))
+    if claims is not None and claims["exp"] > now.timestamp():
+        return await _check_principal(bx, claims, now)
     cache = keys.cache_for(bx)
     key_set = await cache.get()
     try:
@@ -310,11 +313,29 @@ async def verify_access(
             )
     except core_jwt.TokenError:
         return None
-    sid = claims.get("sid")
-    if sid is None:
+    if not isinstance(claims.get("sid"), str) or not isinstance(claims.get("sub"), str):
         return None
-    async with bx.db.read() as conn:
-        principal = await token_store.principal(conn, claims["sub"], sid)
+    _remember_verified((s.base_url, s.jwt_audience, token), claims)
+    return await _check_principal(bx, claims, now)
+
+
+# Signatures already verified, until their tokens expire: the same access token comes
+# back on every request of a client, and its signature cannot change. The user and
+# session checks below still run on every request.
+_VERIFIED: dict[tuple[str, str, str], dict[str, Any]] = {}
+_VERIFIED_MAX = 10_000
+
+
+def _remember_verified(key: tuple[str, str, str], claims: dict[str, Any]) -> None:
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()  # simple and bounded; a miss only costs one verification
+    _VERIFIED[key] = claims
+
+
+async def _check_principal(
+    bx: Bastion, claims: dict[str, Any], now: datetime
+) -> tuple[dict[str, Any], Any] | None:
+    principal = await token_store.principal_direct(bx.db, claims["sub"], claims["sid"])
     if principal is None or principal["token_version"] != claims["ver"]:
         return None
     if not session_live(principal, now):

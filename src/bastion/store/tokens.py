@@ -14,6 +14,8 @@ from sqlalchemy import and_, bindparam, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bastion.store.db import Database
+from bastion.store.sessions import first_direct
 from bastion.store.tables import refresh_tokens as rt
 from bastion.store.tables import sessions, users
 
@@ -117,6 +119,12 @@ async def revoke_family(conn: AsyncConnection, family_id: str, now: datetime) ->
         .values(revoked_at=now)
     )
     return (await conn.execute(stmt)).rowcount or 0
+
+
+async def principal_direct(db: Database, user_id: str, session_id: str) -> Any:
+    """``principal`` on the hot path (every bearer request): through the driver-level
+    reader of store/sessions.py, falling back to the engine."""
+    return await first_direct(db, _PRINCIPAL, {"sub": user_id, "sid": session_id})
 
 
 async def principal(
