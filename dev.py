@@ -65,6 +65,8 @@ def ensure_system_packages() -> None:
     """Install missing Debian packages when we may (root + apt); tests that need a
     missing tool skip locally and fail under CI."""
     missing = [pkg for path, pkg in SYSTEM_TOOLS.items() if not Path(path).exists()]
+    if shutil.which("npm") is None:  # the OpenID provider and axe-core come from npm
+        missing += ["nodejs", "npm"]
     if not missing or shutil.which("apt-get") is None:
         return
     if hasattr(os, "geteuid") and os.geteuid() != 0:
