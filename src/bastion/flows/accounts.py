@@ -195,29 +195,7 @@ async def login(
     if not await bx.verify_password(user["password_hash"], password):
         await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
         async with bx.db.write() as conn:
-            await attempts.record(
-                conn,
-                email=email,
-                user_id=user["id"],
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
-                success=False,
-                failure_reason="invalid_password",
-                now=ctx.now,
-            )
-            await audit.append(
-                conn,
-                "login_failed",
-                now=ctx.now,
-                user_id=user["id"],
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
-                details={"reason": "invalid_password"},
-            )
-            if await lockout.lock_if_full(
-                conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now
-            ):
-                await _locked(conn, bx, user, ctx, by_device=device_id is not None)
+            await record_failure(conn, bx, ctx, user, counter, "invalid_password")
         raise InvalidCredentials()
 
     if user["mfa_enabled"]:
@@ -313,6 +291,40 @@ async def _has_known_devices(conn: Any, user_id: str) -> bool:
     from bastion.store import devices as device_store
 
     return await device_store.any_for_user(conn, user_id)
+
+
+async def record_failure(
+    conn: Any,
+    bx: Bastion,
+    ctx: RequestContext,
+    user: RowMapping,
+    counter: lockout.Counter,
+    reason: str,
+) -> None:
+    """A failed sign-in step (password or MFA code), in the caller's transaction: the
+    attempt log, the audit trail, and the lock when this failure filled the last slot."""
+    s = bx.settings
+    await attempts.record(
+        conn,
+        email=user["email"],
+        user_id=user["id"],
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        success=False,
+        failure_reason=reason,
+        now=ctx.now,
+    )
+    await audit.append(
+        conn,
+        "login_failed",
+        now=ctx.now,
+        user_id=user["id"],
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        details={"reason": reason},
+    )
+    if await lockout.lock_if_full(conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now):
+        await _locked(conn, bx, user, ctx, by_device=counter.device_id is not None)
 
 
 async def _locked(

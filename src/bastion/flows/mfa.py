@@ -31,7 +31,7 @@ from bastion.flows.errors import (
 )
 from bastion.mail import outbox
 from bastion.runtime import Bastion
-from bastion.store import attempts, audit
+from bastion.store import audit
 from bastion.store import mfa as mfa_store
 from bastion.store import users as user_store
 
@@ -244,7 +244,6 @@ async def _use_second_factor(
 async def _wrong_code(
     bx: Bastion, ctx: RequestContext, user: RowMapping, mfa_token: str, device_id: str | None
 ) -> None:
-    s = bx.settings
     counter = lockout.Counter(user["id"], device_id)
     if device_id is not None:
         # A device row normally exists since the login; make sure the failure counts.
@@ -252,29 +251,7 @@ async def _wrong_code(
     async with bx.db.write() as conn:
         await mfa_store.kill_token_if_spent(conn, mfa_token, ctx.now, MFA_TOKEN_ATTEMPTS)
         await mfa_store.add_failure(conn, user["id"], device_id)
-        await attempts.record(
-            conn,
-            email=user["email"],
-            user_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            success=False,
-            failure_reason="invalid_mfa_code",
-            now=ctx.now,
-        )
-        await audit.append(
-            conn,
-            "login_failed",
-            now=ctx.now,
-            user_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            details={"reason": "invalid_mfa_code"},
-        )
-        if await lockout.lock_if_full(
-            conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now
-        ):
-            await accounts._locked(conn, bx, user, ctx, by_device=device_id is not None)
+        await accounts.record_failure(conn, bx, ctx, user, counter, "invalid_mfa_code")
 
 
 async def _backup_code_used(conn: Any, bx: Bastion, user: RowMapping, ctx: RequestContext) -> None:
