@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     introspection_token: str | None = None
     oauth_providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     require_verified_email: bool = False
+    # Optional MaxMind DB (.mmdb, e.g. GeoLite2-City) for city-level session locations.
+    geoip_database: Path | None = None
     # Per-endpoint budgets, JSON {"name": [limit, window]}; see limits/policy.py.
     rate_limits: dict[str, list[int]] = Field(default_factory=dict)
     # Hashing cost: OWASP's minimum by default; raise it on bigger machines.
@@ -100,6 +102,19 @@ class Settings(BaseSettings):
         scheme = value.split(":", 1)[0].split("+", 1)[0]
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("geoip_database")
+    @classmethod
+    def _check_geoip(cls, value: Path | None) -> Path | None:
+        if value is None or str(value) == "":
+            return None
+        try:
+            import maxminddb
+
+            maxminddb.open_database(str(value)).close()
+        except Exception as exc:  # noqa: BLE001 - InvalidDatabaseError, OSError...: one line
+            raise ValueError(f"cannot open MaxMind DB {value}: {type(exc).__name__}") from None
         return value
 
     @field_validator("redis_url")

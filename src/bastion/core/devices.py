@@ -96,6 +96,52 @@ def load_geoip() -> None:
     _Geo.reader()
 
 
+class _CityDatabase:
+    """An optional MaxMind DB (``.mmdb``, e.g. GeoLite2-City) for city-level locations;
+    geoip2fast's country data answers where it has no record."""
+
+    reader: Any = None
+
+    @classmethod
+    def open(cls, path: str | None) -> None:
+        if cls.reader is not None:
+            cls.reader.close()
+            cls.reader = None
+        if path:
+            import maxminddb
+
+            cls.reader = maxminddb.open_database(path)
+
+    @classmethod
+    def locate(cls, addr: str) -> str | None:
+        if cls.reader is None:
+            return None
+        try:
+            record = cls.reader.get(addr)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        country = _english(record.get("country"))
+        city = _english(record.get("city"))
+        if city and country:
+            return f"{city}, {country}"[:100]
+        name = country or city
+        return name[:100] if name else None
+
+
+def _english(part: Any) -> str | None:
+    if isinstance(part, dict) and isinstance(part.get("names"), dict):
+        name = part["names"].get("en")
+        return str(name) if name else None
+    return None
+
+
+def use_city_database(path: str | None) -> None:
+    """Use a MaxMind DB file for lookups from now on (None: country data only)."""
+    _CityDatabase.open(path)
+
+
 def locate(ip: str | None) -> str:
     """Country name for a public address; "Unknown" for private, loopback or unknown."""
     if not ip:
@@ -108,6 +154,9 @@ def locate(ip: str | None) -> str:
         addr = addr.ipv4_mapped
     if not addr.is_global:
         return UNKNOWN
+    city_level = _CityDatabase.locate(str(addr))
+    if city_level:
+        return city_level
     try:
         result = _Geo.reader().lookup(str(addr))
     except Exception:  # noqa: BLE001 - a location is informative, never worth a failure
