@@ -186,9 +186,13 @@ def normalize_backup_code(code: str) -> str | None:
     return cleaned
 
 
-def backup_code_hash(code: str) -> str:
-    """SHA-256 hex of the normalized code; what the database stores."""
+def backup_code_hash(code: str, key: bytes | None = None) -> str:
+    """What the database stores: HMAC-SHA256 of the normalized code under ``key`` (a key
+    derived from SECRET_KEY, so a stolen database alone cannot be searched for the
+    ~40-bit codes offline), or plain SHA-256 without a key."""
     normalized = normalize_backup_code(code)
     if normalized is None:
         raise ValueError("not a backup code")
-    return hashlib.sha256(normalized.encode("ascii")).hexdigest()
+    if key is None:
+        return hashlib.sha256(normalized.encode("ascii")).hexdigest()
+    return hmac.new(key, normalized.encode("ascii"), hashlib.sha256).hexdigest()

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from bastion.core import totp
+from bastion.core.secrets import derive_key
 from bastion.flows import accounts, devicecookie, lockout
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
@@ -82,9 +83,7 @@ async def setup(bx: Bastion, ctx: RequestContext, user: RowMapping, password: st
             mfa_pending_secret=bx.encryptor.encrypt(secret),
             updated_at=ctx.now,
         )
-        await mfa_store.replace_backup_codes(
-            conn, user["id"], [totp.backup_code_hash(c) for c in codes]
-        )
+        await mfa_store.replace_backup_codes(conn, user["id"], [_code_hash(bx, c) for c in codes])
     uri = totp.provisioning_uri(secret, user["email"])
     return Enrollment(secret, uri, totp.qr_svg(uri), codes)
 
@@ -163,9 +162,7 @@ async def regenerate_backup_codes(
     await _recheck_password(bx, user, password)
     codes = totp.new_backup_codes()
     async with bx.db.write() as conn:
-        await mfa_store.replace_backup_codes(
-            conn, user["id"], [totp.backup_code_hash(c) for c in codes]
-        )
+        await mfa_store.replace_backup_codes(conn, user["id"], [_code_hash(bx, c) for c in codes])
         await _audit(conn, "backup_codes_regenerated", user, ctx, {"count": len(codes)})
     return codes
 
@@ -236,9 +233,16 @@ async def _use_second_factor(
             return "totp"
         return None
     if totp.normalize_backup_code(code) is not None:
-        if await mfa_store.use_backup_code(conn, user["id"], totp.backup_code_hash(code), now):
-            return "backup_code"
+        # Newest key first; older keys of the ring keep codes valid across rotation.
+        for secret_key in bx.settings.secret_ring:
+            digest = totp.backup_code_hash(code, derive_key(secret_key, "backup-codes"))
+            if await mfa_store.use_backup_code(conn, user["id"], digest, now):
+                return "backup_code"
     return None
+
+
+def _code_hash(bx: Bastion, code: str) -> str:
+    return totp.backup_code_hash(code, derive_key(bx.settings.root_secret, "backup-codes"))
 
 
 async def _wrong_code(
