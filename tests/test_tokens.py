@@ -535,13 +535,20 @@ def test_introspection(make_server: ServerFactory) -> None:
                 return c.post("/api/auth/introspect", json={"token": token}, headers=bearer(caller))
             return c.post("/api/auth/introspect", data={"token": token}, headers=bearer(caller))
 
-        for caller in ("", "wrong-secret", pair["access_token"]):
+        for caller in ("", "wrong-secret"):
             r = c.post(
                 "/api/auth/introspect",
                 data={"token": pair["access_token"]},
                 headers=bearer(caller) if caller else {},
             )
             assert r.status_code == 401, r.text
+        # A valid token without manage_users: authenticated but not allowed.
+        r = c.post(
+            "/api/auth/introspect",
+            data={"token": pair["access_token"]},
+            headers=bearer(pair["access_token"]),
+        )
+        assert r.status_code == 403 and r.json()["error"] == "insufficient_scope", r.text
         for caller in (secret, admin["access_token"]):
             body = inspect(pair["access_token"], caller).json()
             claims = decode_with_jwks(srv, pair["access_token"])

@@ -160,34 +160,37 @@ async def revoke(request: Request) -> JSONResponse:
     return JSONResponse({}, headers=TOKEN_HEADERS)
 
 
-async def introspection_caller_ok(bx: Bastion, request: Request) -> bool:
-    """INTROSPECTION_TOKEN, or the access token of a user with ``manage_users``."""
+async def introspection_caller(bx: Bastion, request: Request) -> int:
+    """200 for INTROSPECTION_TOKEN or the access token of a user with ``manage_users``;
+    403 for a valid access token without that permission (as the admin API, SPEC §10);
+    401 otherwise."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer ":
-        return False
+        return 401
     presented = header[7:].strip()
     secret = bx.settings.introspection_token
     if secret and presented and constant_time_equals(presented, secret):
-        return True
+        return 200
     found = await token_flow.verify_access(bx, presented)
     if found is None:
-        return False
-    return has_permission(bx.settings.roles, str(found[1]["role"]), "manage_users")
+        return 401
+    if has_permission(bx.settings.roles, str(found[1]["role"]), "manage_users"):
+        return 200
+    return 403
 
 
 @router.post("/api/auth/introspect", openapi_extra=TOKEN_PARAM_BODY)
 async def introspect(request: Request) -> JSONResponse:
     """RFC 7662: ``{"active": false}`` or the token's claims."""
     bx = get_bx(request)
-    if not await introspection_caller_ok(bx, request):
+    caller = await introspection_caller(bx, request)
+    if caller != 200:
+        code = "invalid_token" if caller == 401 else "insufficient_scope"
+        text = "Present INTROSPECTION_TOKEN or an admin access token."
         return JSONResponse(
-            {
-                "error": "invalid_token",
-                "error_description": "Present INTROSPECTION_TOKEN or an admin access token.",
-                "message": "Present INTROSPECTION_TOKEN or an admin access token.",
-            },
-            status_code=401,
-            headers={**TOKEN_HEADERS, "WWW-Authenticate": 'Bearer error="invalid_token"'},
+            {"error": code, "error_description": text, "message": text},
+            status_code=caller,
+            headers={**TOKEN_HEADERS, "WWW-Authenticate": f'Bearer error="{code}"'},
         )
     try:
         params = await read_params(request)
