@@ -594,3 +594,57 @@ def test_access_and_refresh_tokens_expire(make_server: ServerFactory) -> None:
         for token in (pair["access_token"], pair["refresh_token"]):
             body = c.post("/api/auth/introspect", data={"token": token}, headers=bearer(secret))
             assert body.json() == {"active": False}
+
+
+# --- the token:ip budget -----------------------------------------------------------------
+
+
+def test_refresh_grants_count_only_failures_against_the_ip_budget(
+    make_server: ServerFactory,
+) -> None:
+    """A valid refresh is no guess: any number pass; failed ones spend ``token:ip`` and,
+    once it is spent, refresh grants from that IP get 429 with Retry-After. Password
+    grants count every request."""
+    srv = make_server(env={"BASTION_RATE_LIMITS": json.dumps({"token:ip": [3, 60]})})
+    email, user_id = new_user(srv)
+    pair = tokens_for(srv, email)  # one password grant: 1 of 3
+    with srv.client() as c:
+        token = pair["refresh_token"]
+        for _ in range(6):  # well past the budget, all valid
+            r = refresh(c, token)
+            assert r.status_code == 200, r.text
+            token = r.json()["refresh_token"]
+        assert refresh(c, "not-a-token").status_code == 400  # 2 of 3
+        assert refresh(c, "not-a-token").status_code == 400  # 3 of 3
+        over = refresh(c, "not-a-token")
+        assert over.status_code == 429, over.text
+        assert over.json()["error"] == "rate_limited"
+        assert int(over.headers["Retry-After"]) > 0
+        # Blocked now, valid token or not; the live token stays unused.
+        blocked = refresh(c, token)
+        assert blocked.status_code == 429
+        assert password_grant(c, email).status_code == 429
+    rows = db_query(
+        srv.database_url,
+        f"SELECT count(*) FROM refresh_tokens WHERE user_id = '{user_id}' AND used_at IS NULL",
+    )
+    assert rows[0][0] == 1
+
+
+def test_refresh_rotation_with_an_ended_session_revokes_the_family(server: Server) -> None:
+    """The one-statement rotation leaves a token whose session has ended to the full path:
+    the grant fails, the family is revoked, and it is not reported as reuse."""
+    email, user_id = new_user(server)
+    pair = tokens_for(server, email)
+    with server.client() as c:
+        assert c.post("/api/auth/login", json={"email": email, "password": STRONG}).status_code
+        r = c.post("/api/auth/sessions/revoke-all", headers=csrf(c))
+        assert r.status_code == 204, r.text
+        dead = refresh(c, pair["refresh_token"])
+        assert dead.status_code == 400 and dead.json()["error"] == "invalid_grant"
+    rows = db_query(
+        server.database_url,
+        f"SELECT count(*) FROM refresh_tokens WHERE user_id = '{user_id}' AND revoked_at IS NULL",
+    )
+    assert rows[0][0] == 0
+    assert "refresh_token_reused" not in audit_actions(server, user_id)

@@ -11,6 +11,8 @@ its refresh tokens at their next use. The refresh family id is the session id.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,9 +30,11 @@ from bastion.flows.errors import (
     InvalidCredentials,
     InvalidMfaToken,
     InvalidRequest,
+    RateLimited,
     ServiceUnavailable,
 )
 from bastion.flows.sessions import TOUCH_INTERVAL, Authenticated
+from bastion.limits.policy import budget
 from bastion.runtime import Bastion
 from bastion.store import audit
 from bastion.store import sessions as session_store
@@ -95,7 +99,7 @@ async def _signing_key(bx: Bastion) -> core_jwt.SigningKey:
 
 
 def _access_token(
-    bx: Bastion, key: core_jwt.SigningKey, user: RowMapping, sid: str, now: datetime
+    bx: Bastion, key: core_jwt.SigningKey, user: Mapping[Any, Any], sid: str, now: datetime
 ) -> str:
     s = bx.settings
     claims = core_jwt.access_claims(
@@ -184,6 +188,36 @@ async def mfa_grant(bx: Bastion, ctx: RequestContext, mfa_token: str, code: str)
     return await _new_family(bx, ctx, signed_in)
 
 
+# Client IPs whose failed refresh grants spent the ``token:ip`` budget, and until when
+# (epoch seconds). Only failures are counted: a refresh token is a 256-bit secret, so a
+# valid one is no guess, and refreshing costs no limiter round trip. Each process
+# learns a block from the shared counter at its own next failure.
+_REFRESH_BLOCKED: dict[str, float] = {}
+_REFRESH_BLOCKED_MAX = 10_000
+
+
+async def refresh_grant_limited(bx: Bastion, ctx: RequestContext, refresh_token: str) -> TokenPair:
+    """``refresh_grant`` with the ``token:ip`` budget counting its failures."""
+    now = ctx.now.timestamp()
+    ip = ctx.ip or ""
+    until = _REFRESH_BLOCKED.get(ip)
+    if until is not None:
+        if until > now:
+            raise RateLimited(retry_after=max(1, math.ceil(until - now)))
+        del _REFRESH_BLOCKED[ip]
+    try:
+        return await refresh_grant(bx, ctx, refresh_token)
+    except InvalidGrant:
+        limit, window = budget(bx.settings.rate_limits, "token:ip")
+        count = await bx.limiter.hit(f"token:ip:{ctx.ip}", window, ctx.now)
+        if count.count > limit:
+            if len(_REFRESH_BLOCKED) >= _REFRESH_BLOCKED_MAX:
+                _REFRESH_BLOCKED.clear()
+            _REFRESH_BLOCKED[ip] = now + count.retry_after
+            raise RateLimited(retry_after=count.retry_after) from None
+        raise
+
+
 @dataclass(frozen=True)
 class _Outcome:
     pair: TokenPair | None = None
@@ -205,6 +239,9 @@ async def refresh_grant(bx: Bastion, ctx: RequestContext, refresh_token: str) ->
     digest = core_secrets.token_hash(refresh_token)
     new_id = core_secrets.new_id()
     key = await _signing_key(bx)
+    fast = await _rotate_fast(bx, ctx, key, digest, new_id)
+    if fast is not None:
+        return fast
     grace = bx.settings.refresh_reuse_grace
     async with bx.db.write() as conn:
         row = await token_store.rotate(conn, digest, new_id, now)
@@ -221,6 +258,26 @@ async def refresh_grant(bx: Bastion, ctx: RequestContext, refresh_token: str) ->
     if outcome.pair is None:
         raise InvalidGrant()
     return outcome.pair
+
+
+async def _rotate_fast(
+    bx: Bastion, ctx: RequestContext, key: core_jwt.SigningKey, digest: str, new_id: str
+) -> TokenPair | None:
+    """The common case in one statement and one round trip (PostgreSQL); None sends the
+    request down the transactional path below, which handles every other case."""
+    refresh = core_secrets.new_token()
+    row = await token_store.rotate_fast(
+        bx.db,
+        digest,
+        new_id,
+        core_secrets.token_hash(refresh),
+        ctx.now + timedelta(seconds=bx.settings.refresh_token_ttl),
+        ctx.now,
+    )
+    if row is None:
+        return None
+    access = _access_token(bx, key, row, str(row["session_id"]), ctx.now)
+    return TokenPair(access, bx.settings.access_token_ttl, refresh)
 
 
 async def _rotate(

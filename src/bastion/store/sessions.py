@@ -62,7 +62,8 @@ class DirectReader:
     Statements are SQLAlchemy Core, compiled once for the engine's dialect, and values
     pass through the same column types both ways, so rows equal the engine's. Use it
     only for single-row SELECTs that must see committed data, never inside a
-    transaction (``first_direct`` below).
+    transaction (``first_direct`` below), and on PostgreSQL for single-statement writes
+    that are atomic by themselves (``first_direct_write``: the refresh rotation).
     """
 
     SQLITE_TIMEOUT = 0.2
@@ -301,20 +302,41 @@ class _PgPool:
 _readers: weakref.WeakKeyDictionary[Database, DirectReader] = weakref.WeakKeyDictionary()
 
 
+def _reader_for(db: Database) -> DirectReader:
+    reader = _readers.get(db)
+    if reader is None:
+        reader = _readers[db] = DirectReader(db)
+    return reader
+
+
 async def first_direct(
     db: Database, stmt: Select[Any], params: dict[str, Any]
 ) -> RowMapping | LazyRow | None:
     """The first row of a single-row hot-path SELECT, through the DirectReader, or the
     engine when the reader cannot answer."""
-    reader = _readers.get(db)
-    if reader is None:
-        reader = _readers[db] = DirectReader(db)
+    reader = _reader_for(db)
     try:
         return await reader.first(stmt, params)
     except LookupError:
         async with db.read() as conn:
             row: RowMapping | None = (await conn.execute(stmt, params)).mappings().first()
             return row
+
+
+async def first_direct_write(
+    db: Database, stmt: Select[Any], params: dict[str, Any]
+) -> LazyRow | None:
+    """A single-statement write that returns one row (PostgreSQL: autocommit, so the
+    statement is its own transaction), through the DirectReader's connections. None
+    when the reader cannot run it; the caller then takes its transactional path. Other
+    errors propagate: the statement may or may not have committed."""
+    reader = _reader_for(db)
+    if reader.is_sqlite:
+        return None
+    try:
+        return await reader.first(stmt, params)
+    except LookupError:
+        return None
 
 
 async def lookup_direct(db: Database, token_hash: str) -> RowMapping | LazyRow | None:

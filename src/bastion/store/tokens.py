@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, select, text, true, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.store.db import Database
-from bastion.store.sessions import first_direct
+from bastion.store.sessions import first_direct, first_direct_write
+from bastion.store.tables import TS, sessions, users
 from bastion.store.tables import refresh_tokens as rt
-from bastion.store.tables import sessions, users
 
 # Built once: the hot path of every refresh.
 _ROTATE = (
@@ -66,6 +66,97 @@ _PRINCIPAL = (
     )
     .where(users.c.id == bindparam("sub"))
 )
+
+
+def _rotate_in_one_statement() -> Any:
+    """The whole common case of a refresh as one PostgreSQL statement (autocommit, so one
+    round trip and atomic): mark the token used if it is live and its session too, insert
+    its successor in the same family, and return what the access token needs. Nothing is
+    returned when anything is off (unknown, used, revoked, expired, session ended): the
+    caller then takes the transactional path, which tells those cases apart."""
+    now = bindparam("now", type_=TS)
+    used = (
+        update(rt)
+        .where(
+            and_(
+                rt.c.token_hash == bindparam("h"),
+                rt.c.used_at.is_(None),
+                rt.c.revoked_at.is_(None),
+                rt.c.expires_at > now,
+                exists()
+                .where(sessions.c.id == rt.c.session_id)
+                .where(sessions.c.user_id == rt.c.user_id)
+                .where(sessions.c.expires_at > now),
+            )
+        )
+        .values(used_at=now, replaced_by=bindparam("new_id"))
+        .returning(rt.c.family_id, rt.c.user_id, rt.c.session_id)
+        .cte("used")
+    )
+    live = (
+        select(
+            used.c.family_id,
+            used.c.session_id,
+            users.c.id,
+            users.c.role,
+            users.c.token_version,
+            sessions.c.expires_at.label("session_expires_at"),
+        )
+        .select_from(
+            used.join(users, users.c.id == used.c.user_id).join(
+                sessions, sessions.c.id == used.c.session_id
+            )
+        )
+        .cte("live")
+    )
+    successor = (
+        rt.insert()
+        .from_select(
+            ["id", "token_hash", "family_id", "user_id", "session_id", "created_at", "expires_at"],
+            select(
+                bindparam("new_id"),
+                bindparam("new_hash"),
+                live.c.family_id,
+                live.c.id,
+                live.c.session_id,
+                now,
+                func.least(bindparam("new_expires", type_=TS), live.c.session_expires_at),
+            ),
+        )
+        .returning(rt.c.id.label("new_id"))
+        .cte("successor")
+    )
+    return select(
+        live.c.id,
+        live.c.role,
+        live.c.token_version,
+        live.c.session_id,
+        successor.c.new_id,
+    ).select_from(live.join(successor, true()))
+
+
+_ROTATE_ONE_STATEMENT = _rotate_in_one_statement()
+
+
+async def rotate_fast(
+    db: Database, token_hash: str, new_id: str, new_hash: str, new_expires: datetime, now: datetime
+) -> Any:
+    """The common refresh in one round trip (PostgreSQL only; SQLite writers take the
+    engine's transaction). Returns the user's ``id``, ``role``, ``token_version`` and
+    the ``session_id``, or None when the slow path must decide."""
+    if db.is_sqlite:
+        return None
+    return await first_direct_write(
+        db,
+        _ROTATE_ONE_STATEMENT,
+        {
+            "h": token_hash,
+            "new_id": new_id,
+            "new_hash": new_hash,
+            "new_expires": new_expires,
+            "now": now,
+        },
+    )
 
 
 async def insert(conn: AsyncConnection, **values: Any) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from bastion.flows.errors import DomainError
 
@@ -121,6 +122,13 @@ async def database_down(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def client_gone(_: Request, exc: Exception) -> JSONResponse:
+    """The client hung up while its body was read (load generators stopping, users
+    closing a tab): nothing went wrong here, and nobody will read this answer."""
+    log.debug("client disconnected before its request was read")
+    return envelope(400, {"error": "invalid_request", "message": "The client disconnected."})
+
+
 async def unexpected(_: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
         return await database_down(_, exc)
@@ -143,6 +151,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(asyncpg.InterfaceError, database_down)
     app.add_exception_handler(asyncpg.PostgresConnectionError, database_down)
     app.add_exception_handler(asyncpg.CannotConnectNowError, database_down)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 
 
