@@ -377,6 +377,10 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
     dbs = ["sqlite"] + (["pg"] if ctx.have_pg and not ctx.quick else [])
     workers = 1 if ctx.quick else 2
     threads = HASH_THREADS * workers
+    # Enough logins in flight to keep every hashing thread busy: the kernel spreads
+    # connections over the workers unevenly, so as many connections as threads would
+    # leave some threads idle while others queue.
+    conns = threads * 4
     users_file = ctx.tmp / "login-users.txt"
     for db in dbs:
         main = ctx.bastion(db, workers)
@@ -397,7 +401,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
                 s.name.split(" ", 2)[-1].replace(f"w{workers}", "login").strip(),
                 s,
                 lambda sec, s=s, lua=lua, env=env: wrk(
-                    s.url + "/", sec, threads, script=lua, env=env
+                    s.url + "/", sec, conns, script=lua, env=env
                 ),  # type: ignore[misc]
             )
             for s in servers
@@ -410,7 +414,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             during = None
             if v is not floor:
                 during = logins_with_sessions(
-                    v.server, cookies[v.server.name], lua, env, threads, ctx
+                    v.server, cookies[v.server.name], lua, env, conns, ctx
                 )
             r = ratio(v, floor) if v is not floor else 1.0
             lf, pf = TARGETS["login_vs_argon2"], TARGETS["session_p99_during_logins_ms"]
@@ -433,14 +437,14 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
 
 
 def logins_with_sessions(
-    s: Server, cookie: str, lua: Path, env: dict[str, str], threads: int, ctx: Context
+    s: Server, cookie: str, lua: Path, env: dict[str, str], conns: int, ctx: Context
 ) -> Run:
     """Logins at full tilt and, at the same time, 4 connections of session checks."""
     box: dict[str, Run] = {}
     seconds = max(ctx.seconds, 2)
     th = threading.Thread(
         target=lambda: box.setdefault(
-            "login", wrk(s.url + "/", seconds, threads, script=lua, env=env)
+            "login", wrk(s.url + "/", seconds, conns, script=lua, env=env)
         )
     )
     th.start()
@@ -540,7 +544,9 @@ def memory(ctx: Context, results: dict[str, Any]) -> list[Table]:
             "BENCH_LIMIT": "200",
         }
         wrk(s.url + "/", 1, 2, script=lua, env=env)
-        time.sleep(1)
+        # Idle: 6 s after the last request, past the 5 s after which a worker returns the
+        # Argon2 memory of its last password hash to the OS (runtime.HashMemory).
+        time.sleep(6)
         idle = max(rss_mb(p) for p in s.worker_pids())
         # wrk cannot stop at a count: size each half from a short probe's rate.
         env["BENCH_LIMIT"] = "1000000000"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import random
+from pathlib import Path
+
 import pytest
 
 from bastion.core import devices
@@ -109,3 +113,39 @@ def test_describe_returns_session_columns() -> None:
         "os": "Ubuntu",
         "location": "Unknown",
     }
+
+
+def test_compact_country_table_answers_like_geoip2fast(tmp_path: Path) -> None:
+    """core/geoip_table.py gives geoip2fast's own answer for any address, IPv4 and IPv6,
+    from a file built once and then reused; a damaged file is rebuilt."""
+    from geoip2fast import GeoIP2Fast
+
+    from bastion.core import geoip_table
+
+    table = geoip_table.load(tmp_path)
+    path = geoip_table.table_path(tmp_path)
+    assert path.exists()
+    built = path.stat().st_mtime_ns
+    assert geoip_table.load(tmp_path).names == table.names
+    assert path.stat().st_mtime_ns == built  # reused, not rebuilt
+
+    reference = GeoIP2Fast(geoip2fast_data_file=geoip_table.DATA_FILE)
+    rng = random.Random(7)
+    checked = 0
+    while checked < 3000:
+        v6 = checked % 2 == 1
+        addr = (
+            ipaddress.IPv6Address((0x2 << 124) | rng.getrandbits(124))
+            if v6
+            else ipaddress.IPv4Address(rng.getrandbits(32))
+        )
+        if not addr.is_global:
+            continue
+        checked += 1
+        r = reference.lookup(str(addr))
+        public = not r.is_private and len(r.country_code or "") == 2
+        expected = r.country_name if public and not r.country_name.startswith("<") else None
+        assert table.country(int(addr), v6) == expected, addr
+
+    path.write_bytes(b"garbage")
+    assert geoip_table.load(tmp_path).country(int(ipaddress.ip_address("8.8.8.8")), False)

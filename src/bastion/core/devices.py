@@ -5,8 +5,9 @@ offline databases shipped with the libraries, once and lazily.
   no notion of "device type", so it is derived: tablets first (iPad, Android without
   "Mobile", the generic tablet brands), then phones, else desktop. Bots and command-line
   clients count as desktop, the spec's three types being desktop, mobile and tablet.
-- The country comes from geoip2fast's offline data file (IPv4 and IPv6), loaded on first
-  use. Private, loopback, link-local and other non-global addresses are "Unknown" without
+- The country comes from geoip2fast's offline data (IPv4 and IPv6), kept as a compact
+  memory-mapped table (core/geoip_table.py, built once from that data) and loaded on
+  first use. Private, loopback, link-local and other non-global addresses are "Unknown" without
   a lookup, as is anything the database does not know.
 """
 
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import ua_parser
@@ -74,26 +77,30 @@ def parse_user_agent(user_agent: str | None) -> Device:
 
 
 class _Geo:
-    """geoip2fast's reader, built once per process on first use (about 0.2 s)."""
+    """The country table (core/geoip_table.py), loaded once per process on first use."""
 
     _lock = threading.Lock()
-    _reader: Any = None
+    _table: Any = None
+    cache_dir: Path | None = None
 
     @classmethod
-    def reader(cls) -> Any:
-        if cls._reader is None:
+    def table(cls) -> Any:
+        if cls._table is None:
             with cls._lock:
-                if cls._reader is None:
-                    from geoip2fast import GeoIP2Fast
+                if cls._table is None:
+                    from bastion.core import geoip_table
 
-                    # The IPv6 data file holds the IPv4 ranges too.
-                    cls._reader = GeoIP2Fast(geoip2fast_data_file="geoip2fast-ipv6.dat.gz")
-        return cls._reader
+                    cache = cls.cache_dir or Path(tempfile.gettempdir()) / "bastion-geoip"
+                    cls._table = geoip_table.load(cache)
+        return cls._table
 
 
-def load_geoip() -> None:
-    """Load the offline database now (called at start-up, off the event loop)."""
-    _Geo.reader()
+def load_geoip(cache_dir: Path | None = None) -> None:
+    """Load the offline country data now (called at start-up, off the event loop); the
+    compact table is cached under ``cache_dir`` (BASTION_DATA_DIR)."""
+    if cache_dir is not None:
+        _Geo.cache_dir = cache_dir
+    _Geo.table()
 
 
 class _CityDatabase:
@@ -158,14 +165,10 @@ def locate(ip: str | None) -> str:
     if city_level:
         return city_level
     try:
-        result = _Geo.reader().lookup(str(addr))
+        name = _Geo.table().country(int(addr), addr.version == 6)
     except Exception:  # noqa: BLE001 - a location is informative, never worth a failure
         return UNKNOWN
-    name = getattr(result, "country_name", "") or ""
-    code = getattr(result, "country_code", "") or ""
-    if getattr(result, "is_private", False) or len(code) != 2 or name.startswith("<"):
-        return UNKNOWN
-    return str(name)[:100]
+    return str(name)[:100] if name else UNKNOWN
 
 
 def describe(user_agent: str | None, ip: str | None) -> dict[str, Any]:

@@ -26,8 +26,6 @@ import struct
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
-import segno
-
 ISSUER = "Bastion"
 DIGITS = 6
 PERIOD = 30
@@ -159,6 +157,8 @@ def provisioning_uri(
 
 def qr_svg(uri: str, *, title: str = "QR code for your authenticator app") -> str:
     """The URI as an inline SVG QR code (error correction M), ready to embed in HTML."""
+    import segno  # only MFA set-up draws QR codes: not loaded in every worker
+
     qr = segno.make_qr(uri, error="m")
     svg: str = qr.svg_inline(scale=4, border=4, dark="#000", light="#fff", title=title)
     # A standalone document (usable as an <img> or a file) needs the SVG namespace.

@@ -14,11 +14,8 @@ import ssl
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import authlib.deprecate  # noqa: F401 - installs its "always" filter before ours below
-import httpx
-from authlib.integrations.base_client import OAuthError
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -26,10 +23,24 @@ from joserfc.jwk import KeySet
 from bastion.core.oauth_config import GOOGLE_ISSUER, ProviderConfig, check_url
 from bastion.flows.errors import DomainError
 
-with warnings.catch_warnings():
-    # Authlib 1.9 prefers the httpx2 package and warns when it falls back to httpx.
-    warnings.simplefilter("ignore", DeprecationWarning)
+if TYPE_CHECKING:
+    import httpx
     from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+
+def _libs() -> tuple[Any, Any, Any]:
+    """httpx, Authlib's OAuthError and its client, imported on first use: they add
+    about 20 MB to a worker, which only social login needs (docs/performance.md)."""
+    import authlib.deprecate  # noqa: F401 - installs its "always" filter before ours below
+    import httpx
+    from authlib.integrations.base_client import OAuthError
+
+    with warnings.catch_warnings():
+        # Authlib 1.9 prefers the httpx2 package and warns when it falls back to httpx.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from authlib.integrations.httpx_client import AsyncOAuth2Client
+    return httpx, OAuthError, AsyncOAuth2Client
+
 
 log = logging.getLogger("bastion.oauth")
 
@@ -96,15 +107,19 @@ def _verify() -> ssl.SSLContext:
     """One TLS context per process (building one per request costs milliseconds)."""
     global _tls
     if _tls is None:
-        _tls = httpx.create_ssl_context()
+        _tls = _libs()[0].create_ssl_context()
     return _tls
 
 
 def _http() -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, verify=_verify())
+    client: httpx.AsyncClient = _libs()[0].AsyncClient(
+        timeout=TIMEOUT, follow_redirects=False, verify=_verify()
+    )
+    return client
 
 
 async def _get_json(client: httpx.AsyncClient, url: str, what: str, **kw: Any) -> Any:
+    httpx = _libs()[0]
     try:
         response = await client.get(url, **kw)
     except httpx.HTTPError as exc:
@@ -157,7 +172,7 @@ def _client(cfg: ProviderConfig, meta: dict[str, Any], redirect_uri: str) -> Asy
         method = (
             "client_secret_basic" if "client_secret_basic" in supported else "client_secret_post"
         )
-    return AsyncOAuth2Client(
+    return _libs()[2](
         client_id=cfg.client_id,
         client_secret=cfg.client_secret,
         token_endpoint_auth_method=method,
@@ -185,6 +200,7 @@ async def authorization_url(
 async def exchange_code(
     cfg: ProviderConfig, redirect_uri: str, code: str, verifier: str
 ) -> dict[str, Any]:
+    httpx, OAuthError, _ = _libs()
     meta = await metadata(cfg)
     async with _client(cfg, meta, redirect_uri) as client:
         try:

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import aiosmtplib
+if TYPE_CHECKING:
+    import aiosmtplib
 
 TIMEOUT_SECONDS = 20.0
 _TRUE = {"1", "true", "yes", "on"}
@@ -87,6 +88,8 @@ class SmtpTransport:
         self.config = config
 
     def client(self) -> aiosmtplib.SMTP:
+        import aiosmtplib  # loaded when mail is first sent, not in every worker
+
         c = self.config
         return aiosmtplib.SMTP(
             hostname=c.host,
@@ -102,6 +105,8 @@ class SmtpTransport:
 def is_permanent(exc: BaseException) -> bool:
     """A 5xx refusal of the recipient will not get better by retrying (RFC 5321 §4.2.1);
     everything else (connection refused, timeouts, 4xx, auth) is retried."""
+    import aiosmtplib
+
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return bool(exc.recipients) and all(r.code >= 500 for r in exc.recipients)
     if isinstance(exc, aiosmtplib.SMTPRecipientRefused):

@@ -32,7 +32,7 @@ async def warm_up(bx: Bastion) -> None:
         core_devices.use_city_database(
             str(bx.settings.geoip_database) if bx.settings.geoip_database else None
         )
-        core_devices.load_geoip()
+        core_devices.load_geoip(bx.settings.data_dir)
         core_devices.parse_user_agent("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0")
 
     await asyncio.to_thread(load)
