@@ -205,14 +205,14 @@ async def login(
         from bastion.flows.mfa import give_back_login_slot
 
         await give_back_login_slot(bx, user["id"], device_id)
-    else:
-        await lockout.release_on_success(bx.db, counter)
     if bx.hasher.needs_rehash(user["password_hash"]):
         new_hash = await bx.hash_password(password)
         async with bx.db.write() as conn:
             await user_store.update_fields(conn, user["id"], password_hash=new_hash)
     if s.require_verified_email and not user["email_verified"]:
         # Only after the password checked out: a wrong password stays a plain 401.
+        if not user["mfa_enabled"]:
+            await lockout.release_on_success(bx.db, counter)
         await _record(bx, ctx, email, user["id"], False, "email_not_verified")
         raise EmailNotVerified()
     if user["mfa_enabled"]:
@@ -236,18 +236,29 @@ async def login(
                 now=ctx.now,
             )
         return MfaRequired(token)
-    return await complete_sign_in(bx, ctx, user, method="password")
+    # The lockout slots are freed in the sign-in's own transaction (one round trip less).
+    return await complete_sign_in(bx, ctx, user, method="password", release=counter)
 
 
 async def complete_sign_in(
-    bx: Bastion, ctx: RequestContext, user: RowMapping, *, method: str
+    bx: Bastion,
+    ctx: RequestContext,
+    user: RowMapping,
+    *,
+    method: str,
+    release: lockout.Counter | None = None,
 ) -> SignedIn:
     """Issue a fresh session (never reuse one: no fixation), log and audit it, and
-    alert on a device never seen for this user."""
+    alert on a device never seen for this user. ``release``: the lockout counter whose
+    slots this successful password sign-in frees, in the same transaction."""
     async with bx.db.write() as conn:
-        first_sign_in = not await _has_known_devices(conn, user["id"])
+        if release is not None:
+            await lockout.release_in(conn, release)
         session = await session_flow.create(conn, bx, user["id"], ctx)
         is_new = await remember_device(conn, user["id"], session.device, ctx)
+        # The first sign-in of an account sends no alert: only a new device among
+        # others already known does (the one just remembered is not counted).
+        first_sign_in = is_new and not await _has_other_devices(conn, user["id"], session.device)
         await locations.note_session(
             conn, user["id"], session.id, session.device.get("location"), ctx.now
         )
@@ -287,10 +298,10 @@ async def complete_sign_in(
     return SignedIn(fresh, session, devicecookie.issue(bx.device, ctx.device_cookie, user["id"]))
 
 
-async def _has_known_devices(conn: Any, user_id: str) -> bool:
+async def _has_other_devices(conn: Any, user_id: str, device: dict[str, Any]) -> bool:
     from bastion.store import devices as device_store
 
-    return await device_store.any_for_user(conn, user_id)
+    return await device_store.any_other_for_user(conn, user_id, device_store.fingerprint(device))
 
 
 async def record_failure(

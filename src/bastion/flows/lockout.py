@@ -117,11 +117,16 @@ async def reserve(db: Database, counter: Counter, threshold: int, duration: int)
 
 
 async def release_on_success(db: Database, counter: Counter) -> None:
-    table, where = _table_filter(counter)
     async with db.write() as conn:
-        await conn.execute(
-            update(table).where(where).values(failed_login_attempts=0, locked_until=None)  # type: ignore[arg-type]
-        )
+        await release_in(conn, counter)
+
+
+async def release_in(conn: AsyncConnection, counter: Counter) -> None:
+    """``release_on_success`` in the caller's transaction (the sign-in's own)."""
+    table, where = _table_filter(counter)
+    await conn.execute(
+        update(table).where(where).values(failed_login_attempts=0, locked_until=None)  # type: ignore[arg-type]
+    )
 
 
 async def lock_if_full(

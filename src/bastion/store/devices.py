@@ -33,6 +33,9 @@ async def remember(
     return (await conn.execute(stmt)).first() is not None
 
 
-async def any_for_user(conn: AsyncConnection, user_id: str) -> bool:
-    stmt = select(exists().where(known_devices.c.user_id == user_id))
+async def any_other_for_user(conn: AsyncConnection, user_id: str, fp: str) -> bool:
+    """Whether the user has a known device other than ``fp``."""
+    stmt = select(
+        exists().where(known_devices.c.user_id == user_id, known_devices.c.fingerprint != fp)
+    )
     return bool((await conn.execute(stmt)).scalar())

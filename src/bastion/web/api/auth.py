@@ -14,11 +14,11 @@ from bastion.runtime import Bastion
 from bastion.web.api import responses as R
 from bastion.web.api.schemas import LoginIn, PasswordChangeIn, RegisterIn
 from bastion.web.deps import (
-    check_origin,
     clear_session_cookies,
     context,
     get_bx,
     optional_user,
+    origin_checked,
     require_auth,
     session_body,
     session_payload,
@@ -46,7 +46,7 @@ def signed_in_response(
 @router.post(
     "/register",
     status_code=201,
-    dependencies=[Depends(check_origin)],
+    dependencies=[Depends(origin_checked)],
     responses=R.ok(R.SignedInOut, 201),
 )
 async def register(body: RegisterIn, request: Request) -> JSONResponse:
@@ -57,7 +57,7 @@ async def register(body: RegisterIn, request: Request) -> JSONResponse:
 
 @router.post(
     "/login",
-    dependencies=[Depends(check_origin)],
+    dependencies=[Depends(origin_checked)],
     responses={200: {"model": R.SignedInOut | R.MfaRequiredOut, "description": "Signed in"}},
 )
 async def login(body: LoginIn, request: Request) -> JSONResponse:

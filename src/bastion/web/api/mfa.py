@@ -13,7 +13,7 @@ from bastion.flows.users import public_user
 from bastion.web.api import responses as R
 from bastion.web.api.auth import signed_in_response
 from bastion.web.api.schemas import Code, Password, Strict, Token
-from bastion.web.deps import check_origin, context, get_bx, require_auth
+from bastion.web.deps import context, get_bx, origin_checked, require_auth
 from bastion.web.errors import NO_STORE
 
 router = APIRouter(prefix="/api/auth/mfa", tags=["mfa"])
@@ -63,7 +63,7 @@ async def enable(
     return JSONResponse({"user": public_user(user, bx.settings.roles)}, headers=NO_STORE)
 
 
-@router.post("/verify", dependencies=[Depends(check_origin)], responses=R.ok(R.SignedInOut))
+@router.post("/verify", dependencies=[Depends(origin_checked)], responses=R.ok(R.SignedInOut))
 async def verify(body: VerifyIn, request: Request) -> JSONResponse:
     """The second step of login: same answer and cookies as a password login."""
     bx = get_bx(request)

@@ -10,7 +10,7 @@ from bastion.flows.sessions import Authenticated
 from bastion.flows.users import public_user
 from bastion.web.api import responses as R
 from bastion.web.api.schemas import EmailIn, ResetIn, TokenIn
-from bastion.web.deps import check_origin, context, get_bx, require_auth
+from bastion.web.deps import context, get_bx, origin_checked, require_auth
 from bastion.web.errors import NO_STORE
 
 router = APIRouter(prefix="/api/auth", tags=["recovery"])
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api/auth", tags=["recovery"])
 @router.post(
     "/password/forgot",
     status_code=202,
-    dependencies=[Depends(check_origin)],
+    dependencies=[Depends(origin_checked)],
     responses=R.ok(R.StatusOut, 202),
 )
 async def forgot_password(body: EmailIn, request: Request) -> JSONResponse:
