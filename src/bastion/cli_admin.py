@@ -59,8 +59,11 @@ async def fetch_report(settings: Settings, limit: int) -> dict[str, Any]:
         await bx.close()
 
 
-def _table(title: str, total: int, rows: list[dict[str, Any]], cols: list[str]) -> Table:
-    shown = f"{len(rows)} of {total}" if total > len(rows) else str(total)
+def _table(
+    title: str, total: int, rows: list[dict[str, Any]], cols: list[str], capped: bool = False
+) -> Table:
+    count = f"{total}+" if capped else str(total)
+    shown = f"{len(rows)} of {count}" if total > len(rows) else count
     table = Table(title=f"{title} ({shown})", title_justify="left")
     for col in cols:
         table.add_column(col.replace("_", " "), overflow="fold")
@@ -78,6 +81,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         print(json.dumps(report, indent=2))
         return
     t = report["totals"]
+    capped = report.get("totals_capped", [])
     out.print(f"Security report, {report['generated_at']}", markup=False)
     out.print(
         _table(
@@ -85,6 +89,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             t["users_without_mfa"],
             report["users_without_mfa"],
             ["id", "email", "role", "created_at"],
+            capped="users_without_mfa" in capped,
         )
     )
     out.print(
@@ -93,6 +98,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             t["locked_accounts"],
             report["locked_accounts"],
             ["id", "email", "scope", "locked_until", "failed_login_attempts"],
+            capped="locked_accounts" in capped,
         )
     )
     out.print(
@@ -101,6 +107,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             t["suspicious_logins"],
             report["suspicious_logins"],
             ["email", "failed_attempts", "distinct_ips", "last_failed_at"],
+            capped="suspicious_logins" in capped,
         )
     )
     out.print(
@@ -109,6 +116,7 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
             t["unusual_locations"],
             report["unusual_locations"],
             ["email", "location", "usual_locations", "ip_address", "device_name", "created_at"],
+            capped="unusual_locations" in capped,
         )
     )
 

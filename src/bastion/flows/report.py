@@ -1,7 +1,9 @@
 """The security report (SPEC §11) and the audit-chain check (``bastion audit --verify``).
 
 Shape of the report (each list newest or worst first, at most ``limit`` entries; the
-``totals`` object counts every match, not only the listed ones):
+``totals`` object counts every match, not only the listed ones, up to ``TOTALS_CAP``:
+a total that reached the cap reads ``TOTALS_CAP`` and is named in ``totals_capped``,
+so that the report costs the same with ten million users as with ten thousand):
 
 - ``users_without_mfa``: ``[{id, email, role, created_at}]``, oldest account first;
 - ``locked_accounts``: ``[{id, email, locked_until, failed_login_attempts, scope}]`` where
@@ -30,6 +32,7 @@ SUSPICIOUS_WINDOW = timedelta(hours=24)
 SUSPICIOUS_THRESHOLD = 5  # "more than 5 failed logins in 24 h"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+TOTALS_CAP = 10_000
 
 
 def _iso_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -37,13 +40,20 @@ def _iso_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 async def security_report(bx: Bastion, now: datetime, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    cap = TOTALS_CAP
     async with bx.db.read() as conn:
-        n_mfa, no_mfa = await admin_store.users_without_mfa(conn, limit)
-        n_locked, locked = await admin_store.locked_accounts(conn, now, limit)
+        n_mfa, no_mfa = await admin_store.users_without_mfa(conn, limit, cap)
+        n_locked, locked = await admin_store.locked_accounts(conn, now, limit, cap)
         n_susp, suspicious = await admin_store.suspicious_logins(
-            conn, now - SUSPICIOUS_WINDOW, SUSPICIOUS_THRESHOLD, limit
+            conn, now - SUSPICIOUS_WINDOW, SUSPICIOUS_THRESHOLD, limit, cap
         )
-        n_unusual, unusual = await admin_store.unusual_locations(conn, now, limit)
+        n_unusual, unusual = await admin_store.unusual_locations(conn, now, limit, cap)
+    counted = {
+        "users_without_mfa": n_mfa,
+        "locked_accounts": n_locked,
+        "suspicious_logins": n_susp,
+        "unusual_locations": n_unusual,
+    }
     return {
         "generated_at": iso(now),
         "users_without_mfa": [_iso_fields(dict(r), "created_at") for r in no_mfa],
@@ -58,12 +68,8 @@ async def security_report(bx: Bastion, now: datetime, limit: int = DEFAULT_LIMIT
             for r in suspicious
         ],
         "unusual_locations": [_iso_fields(r, "created_at") for r in unusual],
-        "totals": {
-            "users_without_mfa": n_mfa,
-            "locked_accounts": n_locked,
-            "suspicious_logins": n_susp,
-            "unusual_locations": n_unusual,
-        },
+        "totals": {name: min(n, cap) for name, n in counted.items()},
+        "totals_capped": [name for name, n in counted.items() if n > cap],
     }
 
 

@@ -1,0 +1,68 @@
+"""flows/report.py totals: exact up to TOTALS_CAP, then capped and named in
+``totals_capped``, so that the report's cost does not grow with the data (issue 10,
+target 5). In-process on a real SQLite database; the HTTP shape is in
+tests/test_admin_api.py."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bastion.flows import report
+from bastion.runtime import Bastion
+from bastion.settings import load_settings
+from bastion.store import users as user_store
+from bastion.store.migrate import upgrade
+
+
+def run_report(tmp_path: Path, users: int, locked: int) -> dict:
+    url = f"sqlite:///{tmp_path}/report.db"
+    upgrade(url)
+    settings = load_settings(
+        database_url=url, secret_key="report-test-secret-" + "x" * 32, data_dir=tmp_path
+    )
+
+    async def go() -> dict:
+        bx = Bastion.create(settings)
+        now = datetime.now(UTC)
+        try:
+            async with bx.db.write() as conn:
+                for i in range(users):
+                    await user_store.insert(
+                        conn,
+                        id=f"u{i:030d}",
+                        email=f"u{i}@example.com",
+                        role="viewer",
+                        email_verified=True,
+                        mfa_enabled=False,
+                        token_version=0,
+                        failed_login_attempts=5 if i < locked else 0,
+                        locked_until=now + timedelta(minutes=10) if i < locked else None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+            return await report.security_report(bx, now, limit=2)
+        finally:
+            await bx.close()
+
+    return asyncio.run(go())
+
+
+def test_totals_exact_below_the_cap(tmp_path: Path) -> None:
+    got = run_report(tmp_path, users=5, locked=3)
+    assert got["totals"]["users_without_mfa"] == 5
+    assert got["totals"]["locked_accounts"] == 3
+    assert got["totals_capped"] == []
+    assert len(got["users_without_mfa"]) == 2  # the list honours the limit
+
+
+def test_totals_capped_above_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(report, "TOTALS_CAP", 4)
+    got = run_report(tmp_path, users=7, locked=4)
+    assert got["totals"]["users_without_mfa"] == 4
+    assert got["totals_capped"] == ["users_without_mfa"]
+    assert got["totals"]["locked_accounts"] == 4  # exactly the cap: not capped
+    assert got["totals"]["suspicious_logins"] == 0
