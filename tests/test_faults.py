@@ -485,7 +485,9 @@ def test_two_processes_never_consume_a_one_time_thing_twice(tmp_path: Path, pg_u
                 for i, t in enumerate(mfa_tokens)
             ]
         )
-        assert got.count(200) == 1 and set(got) <= {200, 401}, got
+        # The eleven losers present a used code: wrong codes count toward the lockout
+        # (SPEC §6), so under load the later ones may meet the lock (423) they caused.
+        assert got.count(200) == 1 and set(got) <= {200, 401, 423}, got
         used = db_query(pg_url, "SELECT count(*) FROM backup_codes WHERE used_at IS NOT NULL")
         assert used == [(1,)]
     finally:
