@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -62,6 +63,9 @@ def serve(
     migrate_or_exit(settings)
     _ = settings.root_secret  # generate the development key once, before workers fork
     err.print(f"Bastion listening on http://{host}:{port} (public URL {settings.base_url})")
+    # Worker processes read this when they start, before any thread exists: one malloc
+    # arena, so that Argon2's 19 MiB blocks can be returned when idle (runtime.py).
+    os.environ.setdefault("MALLOC_ARENA_MAX", "1")
     uvicorn.run(
         "bastion.web.app:app_from_env",
         factory=True,
