@@ -66,3 +66,65 @@ def test_totals_capped_above_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert got["totals_capped"] == ["users_without_mfa"]
     assert got["totals"]["locked_accounts"] == 4  # exactly the cap: not capped
     assert got["totals"]["suspicious_logins"] == 0
+
+
+def test_suspicious_emails_marked_on_crossing_and_backfilled_by_the_migration(
+    tmp_path: Path,
+) -> None:
+    """0003 marks emails already over the threshold; afterwards the failure that brings
+    an email over it marks it (store/attempts.py), and the report recounts marked
+    emails only."""
+    import sqlite3
+
+    from bastion.store import attempts
+
+    url = f"sqlite:///{tmp_path}/marks.db"
+    upgrade(url, "0002_admin")
+    now = datetime.now(UTC)
+    with sqlite3.connect(tmp_path / "marks.db") as db:
+        for email, when in (
+            ("recent@example.com", now),
+            ("old@example.com", now - timedelta(days=2)),
+        ):
+            for i in range(6):
+                db.execute(
+                    "INSERT INTO login_attempts (email, success, created_at) VALUES (?, 0, ?)",
+                    (email, (when - timedelta(minutes=i)).replace(tzinfo=None).isoformat()),
+                )
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "marks.db") as db:
+        marked = [r[0] for r in db.execute("SELECT email FROM suspicious_emails")]
+    assert marked == ["recent@example.com"]
+
+    settings = load_settings(
+        database_url=url, secret_key="report-test-secret-" + "x" * 32, data_dir=tmp_path
+    )
+
+    async def go() -> tuple[list[str], dict]:
+        bx = Bastion.create(settings)
+        try:
+            found = []
+            for _ in range(6):
+                async with bx.db.write() as conn:
+                    await attempts.record(
+                        conn,
+                        email="new@example.com",
+                        user_id=None,
+                        ip_address="203.0.113.9",
+                        user_agent=None,
+                        success=False,
+                        failure_reason="unknown_email",
+                        now=datetime.now(UTC),
+                    )
+                async with bx.db.read() as conn:
+                    rows = await conn.exec_driver_sql("SELECT email FROM suspicious_emails")
+                    found.append(",".join(sorted(r[0] for r in rows)))
+            return found, await report.security_report(bx, datetime.now(UTC))
+        finally:
+            await bx.close()
+
+    marks, got = asyncio.run(go())
+    assert "new@example.com" not in marks[4]  # five failures: not more than five
+    assert "new@example.com" in marks[5]
+    listed = {r["email"]: r["failed_attempts"] for r in got["suspicious_logins"]}
+    assert listed == {"recent@example.com": 6, "new@example.com": 6}

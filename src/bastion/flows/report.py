@@ -19,17 +19,16 @@ so that the report costs the same with ten million users as with ten thousand):
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from bastion.flows.users import iso
 from bastion.runtime import Bastion
 from bastion.store import admin as admin_store
 from bastion.store import audit
+from bastion.store.attempts import SUSPICIOUS_THRESHOLD, SUSPICIOUS_WINDOW
 from bastion.store.tables import audit_events
 
-SUSPICIOUS_WINDOW = timedelta(hours=24)
-SUSPICIOUS_THRESHOLD = 5  # "more than 5 failed logins in 24 h"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 TOTALS_CAP = 10_000

@@ -20,6 +20,7 @@ from bastion.store.tables import (
     login_attempts,
     login_locations,
     sessions,
+    suspicious_emails,
     unusual_sessions,
     users,
 )
@@ -184,15 +185,22 @@ async def locked_accounts(
 async def suspicious_logins(
     conn: AsyncConnection, since: datetime, threshold: int, limit: int, cap: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Emails with more than ``threshold`` failed logins since ``since`` (partial index
-    on failed attempts by time)."""
+    """Emails with more than ``threshold`` failed logins since ``since``. Only emails
+    marked when they crossed the threshold (``suspicious_emails``, store/attempts.py) are
+    counted again, so the cost follows the suspicious emails, not every failure of the
+    day; the recount drops those whose failures have since left the window."""
     t = login_attempts
     n = func.count().label("failed_attempts")
+    marked = select(suspicious_emails.c.email).where(suspicious_emails.c.last_failed_at >= since)
     # No count(DISTINCT ...) here: it forces a sort of every failure by email, where a
     # hash aggregate suffices; distinct IPs are counted for the listed emails only.
     grouped = (
         select(t.c.email, n, func.max(t.c.created_at).label("last_failed_at"))
-        .where(t.c.success == False, t.c.created_at >= since)  # noqa: E712
+        .where(
+            t.c.email.in_(marked),
+            t.c.success == False,  # noqa: E712
+            t.c.created_at >= since,
+        )
         .group_by(t.c.email)
         .having(func.count() > threshold)
     )

@@ -309,3 +309,14 @@ Index(
     postgresql_where=login_attempts.c.success == False,  # noqa: E712
     sqlite_where=login_attempts.c.success == False,  # noqa: E712
 )
+
+# Emails with more than SUSPICIOUS_THRESHOLD failed logins within SUSPICIOUS_WINDOW,
+# marked when the failure that crossed the threshold is logged (store/attempts.py): the
+# security report reads these rows, not every failure of the last day (0003).
+suspicious_emails = Table(
+    "suspicious_emails",
+    metadata,
+    Column("email", String(254), primary_key=True),
+    Column("last_failed_at", TS, nullable=False),
+    Index("ix_suspicious_emails_last_failed", "last_failed_at"),
+)
