@@ -31,7 +31,7 @@ from bastion.store.tables import audit_events
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-TOTALS_CAP = 10_000
+TOTALS_CAP = 1_000
 
 
 def _iso_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
