@@ -14,7 +14,9 @@ offline databases shipped with the libraries, once and lazily.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
+import subprocess
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -90,9 +92,25 @@ class _Geo:
                 if cls._table is None:
                     from bastion.core import geoip_table
 
-                    cache = cls.cache_dir or Path(tempfile.gettempdir()) / "bastion-geoip"
-                    cls._table = geoip_table.load(cache)
+                    temp = Path(tempfile.gettempdir()) / "bastion-geoip"
+                    try:
+                        cls._table = geoip_table.load(cls.cache_dir or temp)
+                    except (OSError, subprocess.SubprocessError):
+                        # DATA_DIR not writable (a read-only image): the temp directory;
+                        # failing that, no countries (not a failure on every request).
+                        try:
+                            cls._table = geoip_table.load(temp)
+                        except (OSError, subprocess.SubprocessError):
+                            logging.getLogger("bastion.devices").warning(
+                                "GeoIP data could not be loaded: locations read Unknown"
+                            )
+                            cls._table = _NoCountries()
         return cls._table
+
+
+class _NoCountries:
+    def country(self, address: int, v6: bool) -> str | None:
+        return None
 
 
 def load_geoip(cache_dir: Path | None = None) -> None:
