@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import subprocess
 import tempfile
@@ -90,22 +91,36 @@ class _Geo:
         if cls._table is None:
             with cls._lock:
                 if cls._table is None:
-                    from bastion.core import geoip_table
-
-                    temp = Path(tempfile.gettempdir()) / "bastion-geoip"
-                    try:
-                        cls._table = geoip_table.load(cls.cache_dir or temp)
-                    except (OSError, subprocess.SubprocessError):
-                        # DATA_DIR not writable (a read-only image): the temp directory;
-                        # failing that, no countries (not a failure on every request).
-                        try:
-                            cls._table = geoip_table.load(temp)
-                        except (OSError, subprocess.SubprocessError):
-                            logging.getLogger("bastion.devices").warning(
-                                "GeoIP data could not be loaded: locations read Unknown"
-                            )
-                            cls._table = _NoCountries()
+                    cls._table = cls._load()
         return cls._table
+
+    @classmethod
+    def _load(cls) -> Any:
+        from bastion.core import geoip_table
+
+        # The table depends only on the installed geoip2fast data, so one copy per user
+        # serves every server and data directory; then DATA_DIR, then the temp directory
+        # (a read-only image); failing all, no countries rather than a failure per request.
+        places = [_user_cache_dir(), cls.cache_dir, Path(tempfile.gettempdir()) / "bastion-geoip"]
+        for place in places:
+            if place is None:
+                continue
+            try:
+                return geoip_table.load(place)
+            except (OSError, subprocess.SubprocessError):
+                continue
+        logging.getLogger("bastion.devices").warning(
+            "GeoIP data could not be loaded: locations read Unknown"
+        )
+        return _NoCountries()
+
+
+def _user_cache_dir() -> Path | None:
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except RuntimeError:  # no home directory
+        return None
+    return Path(base) / "bastion"
 
 
 class _NoCountries:

@@ -7,8 +7,9 @@ workers and paged in only where a lookup touches them (a binary search reads abo
 twenty entries).
 
 The file is built from geoip2fast's own data (no download, same answers): by a child
-process, so that the server process never holds the 47 MB, written under
-``BASTION_DATA_DIR`` and renamed into place, so workers starting together never read a
+process, so that the server process never holds the 47 MB, written to a cache
+directory (core/devices.py: ``~/.cache/bastion``, else ``BASTION_DATA_DIR``) and renamed
+into place, so workers starting together never read a
 half-written file. Its name carries the geoip2fast data file's size and modification
 time, so an upgraded package builds a new one.
 """
