@@ -34,7 +34,6 @@ from bastion.flows.errors import (
     ServiceUnavailable,
 )
 from bastion.flows.sessions import TOUCH_INTERVAL, Authenticated
-from bastion.limits.policy import budget
 from bastion.runtime import Bastion
 from bastion.store import audit
 from bastion.store import sessions as session_store
@@ -208,13 +207,13 @@ async def refresh_grant_limited(bx: Bastion, ctx: RequestContext, refresh_token:
     try:
         return await refresh_grant(bx, ctx, refresh_token)
     except InvalidGrant:
-        limit, window = budget(bx.settings.rate_limits, "token:ip")
-        count = await bx.limiter.hit(f"token:ip:{ctx.ip}", window, ctx.now)
-        if count.count > limit:
+        try:
+            await accounts.guard(bx, "token:ip", ctx.ip, ctx)
+        except RateLimited as exc:
             if len(_REFRESH_BLOCKED) >= _REFRESH_BLOCKED_MAX:
                 _REFRESH_BLOCKED.clear()
-            _REFRESH_BLOCKED[ip] = now + count.retry_after
-            raise RateLimited(retry_after=count.retry_after) from None
+            _REFRESH_BLOCKED[ip] = now + exc.extra["retry_after"]
+            raise
         raise
 
 

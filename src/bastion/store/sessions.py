@@ -244,12 +244,7 @@ class _PgPool:
                 return conn
             self.opened -= 1
         if self.opened < self.size:
-            self.opened += 1
-            try:
-                return await self._connect()
-            except BaseException:
-                self.opened -= 1
-                raise
+            return await self._open()
         waiter = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
         try:
@@ -259,13 +254,17 @@ class _PgPool:
                 self._release(waiter.result(), broken=False)
             raise
         if conn is None:  # a connection broke: open its replacement
-            self.opened += 1
-            try:
-                return await self._connect()
-            except BaseException:
-                self.opened -= 1
-                raise
+            return await self._open()
         return conn
+
+    async def _open(self) -> Any:
+        """A new connection, counted against ``size`` while it opens."""
+        self.opened += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self.opened -= 1
+            raise
 
     def _release(self, conn: Any, broken: bool) -> None:
         if conn is None:

@@ -19,17 +19,21 @@ from bastion.store.sessions import first_direct, first_direct_write
 from bastion.store.tables import TS, sessions, users
 from bastion.store.tables import refresh_tokens as rt
 
+
 # Built once: the hot path of every refresh.
+def _live(now: Any) -> Any:
+    """The presented token (bind ``h``), unused, not revoked and not expired at ``now``."""
+    return and_(
+        rt.c.token_hash == bindparam("h"),
+        rt.c.used_at.is_(None),
+        rt.c.revoked_at.is_(None),
+        rt.c.expires_at > now,
+    )
+
+
 _ROTATE = (
     update(rt)
-    .where(
-        and_(
-            rt.c.token_hash == bindparam("h"),
-            rt.c.used_at.is_(None),
-            rt.c.revoked_at.is_(None),
-            rt.c.expires_at > bindparam("now"),
-        )
-    )
+    .where(_live(bindparam("now")))
     .values(used_at=bindparam("now"), replaced_by=bindparam("new_id"))
     .returning(rt)
 )
@@ -78,16 +82,11 @@ def _rotate_in_one_statement() -> Any:
     used = (
         update(rt)
         .where(
-            and_(
-                rt.c.token_hash == bindparam("h"),
-                rt.c.used_at.is_(None),
-                rt.c.revoked_at.is_(None),
-                rt.c.expires_at > now,
-                exists()
-                .where(sessions.c.id == rt.c.session_id)
-                .where(sessions.c.user_id == rt.c.user_id)
-                .where(sessions.c.expires_at > now),
-            )
+            _live(now),
+            exists()
+            .where(sessions.c.id == rt.c.session_id)
+            .where(sessions.c.user_id == rt.c.user_id)
+            .where(sessions.c.expires_at > now),
         )
         .values(used_at=now, replaced_by=bindparam("new_id"))
         .returning(rt.c.family_id, rt.c.user_id, rt.c.session_id)
