@@ -225,16 +225,7 @@ async def login(
                 ttl=s.mfa_token_ttl,
                 void_older=False,
             )
-            await attempts.record(
-                conn,
-                email=email,
-                user_id=user["id"],
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
-                success=True,
-                failure_reason="mfa_pending",
-                now=ctx.now,
-            )
+            await log_user_attempt(conn, ctx, user, success=True, reason="mfa_pending")
         return MfaRequired(token)
     # The lockout slots are freed in the sign-in's own transaction (one round trip less).
     return await complete_sign_in(bx, ctx, user, method="password", release=counter)
@@ -273,16 +264,7 @@ async def complete_sign_in(
                 location=session.device.get("location"),
                 ip=ctx.ip,
             )
-        await attempts.record(
-            conn,
-            email=user["email"],
-            user_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            success=True,
-            failure_reason=None,
-            now=ctx.now,
-        )
+        await log_user_attempt(conn, ctx, user, success=True, reason=None)
         await audit.append(
             conn,
             "login_succeeded",
@@ -304,6 +286,22 @@ async def _has_other_devices(conn: Any, user_id: str, device: dict[str, Any]) ->
     return await device_store.any_other_for_user(conn, user_id, device_store.fingerprint(device))
 
 
+async def log_user_attempt(
+    conn: Any, ctx: RequestContext, user: RowMapping, *, success: bool, reason: str | None
+) -> None:
+    """The attempt-log row of a known user's sign-in step, in the caller's transaction."""
+    await attempts.record(
+        conn,
+        email=user["email"],
+        user_id=user["id"],
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        success=success,
+        failure_reason=reason,
+        now=ctx.now,
+    )
+
+
 async def record_failure(
     conn: Any,
     bx: Bastion,
@@ -315,16 +313,7 @@ async def record_failure(
     """A failed sign-in step (password or MFA code), in the caller's transaction: the
     attempt log, the audit trail, and the lock when this failure filled the last slot."""
     s = bx.settings
-    await attempts.record(
-        conn,
-        email=user["email"],
-        user_id=user["id"],
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
-        success=False,
-        failure_reason=reason,
-        now=ctx.now,
-    )
+    await log_user_attempt(conn, ctx, user, success=False, reason=reason)
     await audit.append(
         conn,
         "login_failed",

@@ -42,7 +42,7 @@ from bastion.flows.oauth_clients import (
     iss_parameter_required,
 )
 from bastion.runtime import Bastion
-from bastion.store import attempts, audit, one_time
+from bastion.store import audit, one_time
 from bastion.store import oauth_accounts as links
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
@@ -302,16 +302,7 @@ async def _sign_in(
                 data={"method": method},
                 void_older=False,
             )
-            await attempts.record(
-                conn,
-                email=user["email"],
-                user_id=user["id"],
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
-                success=True,
-                failure_reason="mfa_pending",
-                now=ctx.now,
-            )
+            await accounts.log_user_attempt(conn, ctx, user, success=True, reason="mfa_pending")
         return accounts.MfaRequired(token)
     return await accounts.complete_sign_in(bx, ctx, user, method=method)
 
