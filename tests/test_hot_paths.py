@@ -42,6 +42,7 @@ def test_direct_session_reader_returns_the_engines_row(server: Server) -> None:
     from bastion.core.secrets import token_hash
     from bastion.store import sessions as session_store
     from bastion.store.db import Database
+    from bastion.store.direct import close_direct
 
     with server.client() as c:
         assert register(c).status_code == 201
@@ -57,7 +58,7 @@ def test_direct_session_reader_returns_the_engines_row(server: Server) -> None:
             assert engine_row is not None and direct is not None
             return dict(engine_row), dict(direct), missing
         finally:
-            await session_store.close_direct(db)
+            await close_direct(db)
             await db.dispose()
 
     engine_row, direct, missing = run_async(rows())

@@ -174,8 +174,8 @@ class Bastion:
         close = getattr(self.limiter, "close", None)
         if close is not None:
             await close()
-        from bastion.store.sessions import close_direct
+        from bastion.store.direct import close_direct
 
-        await close_direct(self.db)  # the hot path's own connections (store/sessions.py)
+        await close_direct(self.db)  # the hot paths' own connections (store/direct.py)
         await self.db.dispose()
         self.hash_pool.shutdown(wait=False)

@@ -26,9 +26,10 @@ from bastion.flows.errors import (
 from bastion.limits.policy import budget
 from bastion.mail import outbox
 from bastion.runtime import Bastion
-from bastion.store import attempts, audit, one_time
+from bastion.store import attempts, audit, direct, one_time
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
+from bastion.store.direct import Steps, run_in
 
 NO_USER = lockout.Counter("0" * 32)
 
@@ -173,8 +174,7 @@ async def login(
         await _record(bx, ctx, email, None, False, "rate_limited")
         raise RateLimited(retry_after=ip_state.retry_after)
 
-    async with bx.db.read() as conn:
-        user = await user_store.get_by_email(conn, email)
+    user = await user_store.get_by_email_direct(bx.db, email)
     if user is None:
         # Same work as for a wrong password: a lockout reservation (on no row) and a
         # hash, so that timing does not tell which emails have accounts (SPEC §3).
@@ -240,58 +240,71 @@ async def complete_sign_in(
     release: lockout.Counter | None = None,
 ) -> SignedIn:
     """Issue a fresh session (never reuse one: no fixation), log and audit it, and
-    alert on a device never seen for this user. ``release``: the lockout counter whose
+    alert on a device never seen for this user, in one transaction on the driver
+    (store/direct.py: every sign-in runs it). ``release``: the lockout counter whose
     slots this successful password sign-in frees, in the same transaction."""
-    async with bx.db.write() as conn:
-        if release is not None:
-            await lockout.release_in(conn, release)
-        session = await session_flow.create(conn, bx, user["id"], ctx)
-        is_new = await remember_device(conn, user["id"], session.device, ctx)
-        # The first sign-in of an account sends no alert: only a new device among
-        # others already known does (the one just remembered is not counted).
-        first_sign_in = is_new and not await _has_other_devices(conn, user["id"], session.device)
-        await locations.note_session(
-            conn, user["id"], session.id, session.device.get("location"), ctx.now
-        )
-        if is_new and not first_sign_in:
-            await outbox.enqueue(
-                conn,
-                recipient=user["email"],
-                event="new_device",
-                base_url=bx.settings.base_url,
-                now=ctx.now,
-                device=session.device.get("device_name") or "Unknown device",
-                location=session.device.get("location"),
-                ip=ctx.ip,
-            )
-        await log_user_attempt(conn, ctx, user, success=True, reason=None)
-        await audit.append(
-            conn,
-            "login_succeeded",
-            now=ctx.now,
-            user_id=user["id"],
-            actor_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            details={"method": method},
-        )
-        fresh = await user_store.get_by_id(conn, user["id"])
-    assert fresh is not None  # noqa: S101
+    device = session_flow.describe_device(ctx.user_agent, ctx.ip)
+    fresh, session, mailed = await direct.transaction(
+        bx.db, _signed_in(bx, ctx, user, method, release, device)
+    )
+    if mailed:
+        bx.mail_wakeup.set()
     return SignedIn(fresh, session, devicecookie.issue(bx.device, ctx.device_cookie, user["id"]))
 
 
-async def _has_other_devices(conn: Any, user_id: str, device: dict[str, Any]) -> bool:
+def _signed_in(
+    bx: Bastion,
+    ctx: RequestContext,
+    user: RowMapping,
+    method: str,
+    release: lockout.Counter | None,
+    device: dict[str, Any],
+) -> Steps[tuple[RowMapping, session_flow.NewSession, bool]]:
+    """The sign-in's transaction: the session, the known device, the location, the new
+    device alert, the attempt log and the audit event; the user row as it now is."""
     from bastion.store import devices as device_store
 
-    return await device_store.any_other_for_user(conn, user_id, device_store.fingerprint(device))
+    user_id = user["id"]
+    if release is not None:
+        yield from lockout.released(release)
+    session = yield from session_flow.created(bx, user_id, ctx, device)
+    fingerprint = device_store.fingerprint(device)
+    location = device.get("location")
+    is_new = yield from device_store.remembered(user_id, fingerprint, location, ctx.now)
+    # The first sign-in of an account sends no alert: only a new device among others
+    # already known does (the one just remembered is not counted).
+    alert = is_new and (yield from device_store.others_known(user_id, fingerprint))
+    yield from locations.noted(user_id, session.id, location, ctx.now)
+    if alert:
+        yield from outbox.queued(
+            recipient=user["email"],
+            event="new_device",
+            base_url=bx.settings.base_url,
+            now=ctx.now,
+            device=device.get("device_name") or "Unknown device",
+            location=location,
+            ip=ctx.ip,
+        )
+    yield from _attempt(ctx, user, success=True, reason=None)
+    yield from audit.appended(
+        "login_succeeded",
+        now=ctx.now,
+        user_id=user_id,
+        actor_id=user_id,
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        details={"method": method},
+    )
+    fresh = yield from user_store.by_id(user_id)
+    assert fresh is not None  # noqa: S101 - the user signing in
+    return fresh, session, alert
 
 
-async def log_user_attempt(
-    conn: Any, ctx: RequestContext, user: RowMapping, *, success: bool, reason: str | None
-) -> None:
-    """The attempt-log row of a known user's sign-in step, in the caller's transaction."""
-    await attempts.record(
-        conn,
+def _attempt(
+    ctx: RequestContext, user: RowMapping, *, success: bool, reason: str | None
+) -> Steps[None]:
+    """The attempt-log row of a known user's sign-in step."""
+    yield from attempts.logged(
         email=user["email"],
         user_id=user["id"],
         ip_address=ctx.ip,
@@ -300,6 +313,13 @@ async def log_user_attempt(
         failure_reason=reason,
         now=ctx.now,
     )
+
+
+async def log_user_attempt(
+    conn: Any, ctx: RequestContext, user: RowMapping, *, success: bool, reason: str | None
+) -> None:
+    """``_attempt`` in the caller's transaction."""
+    await run_in(conn, _attempt(ctx, user, success=success, reason=reason))
 
 
 async def record_failure(

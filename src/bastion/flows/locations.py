@@ -13,15 +13,54 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bastion.store.tables import login_locations, unusual_sessions
+from bastion.store.direct import Query, Steps, per_dialect, run_in
+from bastion.store.tables import TS, login_locations, unusual_sessions
 
 BASELINE_SESSIONS = 3
 UNKNOWN = "Unknown"
+
+# Built once (every sign-in runs these).
+_BASELINE = (
+    select(login_locations.c.location)
+    .where(login_locations.c.user_id == bindparam("user_id"))
+    .order_by(login_locations.c.seq)
+)
+# Two sign-ins at the same moment may race for a seq: the loser adds nothing.
+_ADD_TO_BASELINE = per_dialect(
+    lambda insert: (
+        insert(login_locations)
+        .values(
+            user_id=bindparam("user_id"),
+            seq=bindparam("seq"),
+            location=bindparam("place"),
+            created_at=bindparam("now", type_=TS),
+        )
+        .on_conflict_do_nothing()
+    )
+)
+_FLAG = unusual_sessions.insert().values(
+    session_id=bindparam("session_id"),
+    user_id=bindparam("user_id"),
+    location=bindparam("place"),
+    created_at=bindparam("now", type_=TS),
+)
+
+
+def noted(user_id: str, session_id: str, location: str | None, now: datetime) -> Steps[bool]:
+    """Record the session's location; True when it was flagged as unusual."""
+    place = (location or UNKNOWN)[:100]
+    params: dict[str, Any] = {"user_id": user_id, "place": place, "now": now}
+    baseline = [r["location"] for r in (yield Query(_BASELINE, params, rows=True))]
+    if len(baseline) < BASELINE_SESSIONS:
+        yield Query(_ADD_TO_BASELINE, {**params, "seq": len(baseline) + 1})
+        return False
+    if place == UNKNOWN or place in baseline:
+        return False
+    yield Query(_FLAG, {**params, "session_id": session_id})
+    return True
 
 
 async def note_session(
@@ -31,28 +70,4 @@ async def note_session(
     location: str | None,
     now: datetime,
 ) -> bool:
-    """Record the session's location; True when it was flagged as unusual."""
-    place = (location or UNKNOWN)[:100]
-    stmt = (
-        select(login_locations.c.location)
-        .where(login_locations.c.user_id == user_id)
-        .order_by(login_locations.c.seq)
-    )
-    baseline = [r[0] for r in (await conn.execute(stmt)).all()]
-    if len(baseline) < BASELINE_SESSIONS:
-        ins: Any = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-        # Two sign-ins at the same moment may race for a seq: the loser adds nothing.
-        await conn.execute(
-            ins(login_locations)
-            .values(user_id=user_id, seq=len(baseline) + 1, location=place, created_at=now)
-            .on_conflict_do_nothing()
-        )
-        return False
-    if place == UNKNOWN or place in baseline:
-        return False
-    await conn.execute(
-        unusual_sessions.insert().values(
-            session_id=session_id, user_id=user_id, location=place, created_at=now
-        )
-    )
-    return True
+    return await run_in(conn, noted(user_id, session_id, location, now))

@@ -18,17 +18,18 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from bastion.flows.context import utcnow
 from bastion.flows.errors import AccountLocked
+from bastion.store import direct
 from bastion.store.db import Database
-from bastion.store.tables import device_lockouts, users
+from bastion.store.direct import Query, Steps, per_dialect, run_in
+from bastion.store.tables import TS, device_lockouts, users
 
 # How long an attempt waits for a slot held by attempts in flight. A password check takes
 # well under a second; slots still held after this long are taken to be leaked by a
@@ -47,86 +48,137 @@ class Counter:
     user_id: str
     device_id: str | None = None
 
-
-def _table_filter(counter: Counter) -> tuple[object, ColumnElement[bool]]:
-    if counter.device_id is None:
-        return users, users.c.id == counter.user_id
-    t = device_lockouts
-    return t, and_(t.c.user_id == counter.user_id, t.c.device_id == counter.device_id)
+    @property
+    def params(self) -> dict[str, Any]:
+        # Not the columns' names: SQLAlchemy keeps those for the SET clause.
+        return {"counter_user": self.user_id, "counter_device": self.device_id}
 
 
-async def _ensure_device_row(db: Database, counter: Counter) -> None:
-    ins = (sqlite_insert if db.is_sqlite else pg_insert)(device_lockouts)
-    stmt = ins.values(
-        user_id=counter.user_id, device_id=counter.device_id, failed_login_attempts=0
-    ).on_conflict_do_nothing()
-    async with db.write() as conn:
-        await conn.execute(stmt)
+@dataclass(frozen=True)
+class _Statements:
+    """The counter's statements for one table, built once."""
+
+    take: Any
+    state: Any
+    release: Any
+    lock_if_full: Any
+    lock_leaked: Any
+
+
+def _statements(table: Any, where: ColumnElement[bool]) -> _Statements:
+    c = table.c
+    now = bindparam("now", type_=TS)
+    expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
+    return _Statements(
+        take=update(table)
+        .where(
+            where,
+            or_(
+                and_(c.locked_until.is_(None), c.failed_login_attempts < bindparam("threshold")),
+                expired,
+            ),
+        )
+        .values(
+            failed_login_attempts=case((expired, 1), else_=c.failed_login_attempts + 1),
+            locked_until=case((expired, None), else_=c.locked_until),
+        )
+        .returning(c.failed_login_attempts),
+        state=select(c.failed_login_attempts, c.locked_until).where(where),
+        release=update(table).where(where).values(failed_login_attempts=0, locked_until=None),
+        lock_if_full=update(table)
+        .where(where, c.failed_login_attempts >= bindparam("threshold"), c.locked_until.is_(None))
+        .values(locked_until=bindparam("until", type_=TS))
+        .returning(c.failed_login_attempts),
+        lock_leaked=update(table)
+        .where(where, c.locked_until.is_(None))
+        .values(locked_until=bindparam("until", type_=TS)),
+    )
+
+
+_ACCOUNT = _statements(users, users.c.id == bindparam("counter_user"))
+_DEVICE = _statements(
+    device_lockouts,
+    and_(
+        device_lockouts.c.user_id == bindparam("counter_user"),
+        device_lockouts.c.device_id == bindparam("counter_device"),
+    ),
+)
+_ENSURE_DEVICE_ROW = per_dialect(
+    lambda insert: (
+        insert(device_lockouts)
+        .values(
+            user_id=bindparam("counter_user"),
+            device_id=bindparam("counter_device"),
+            failed_login_attempts=0,
+        )
+        .on_conflict_do_nothing()
+    )
+)
+
+
+def _for(counter: Counter) -> _Statements:
+    return _ACCOUNT if counter.device_id is None else _DEVICE
+
+
+def _take_slot(counter: Counter, threshold: int, now: datetime) -> Steps[Any]:
+    """None when a slot was taken, else the counter's state (None: no such row)."""
+    st = _for(counter)
+    params = {**counter.params, "threshold": threshold, "now": now}
+    if counter.device_id is not None:
+        yield from _ensure_row(counter)
+    if (yield Query(st.take, params)) is not None:
+        return None
+    return (yield Query(st.state, params)) or {"missing": True}
 
 
 async def reserve(db: Database, counter: Counter, threshold: int, duration: int) -> None:
     """Take one attempt slot or raise AccountLocked. Waits while slots are only in flight."""
-    if counter.device_id is not None:
-        await _ensure_device_row(db, counter)
-    table, where = _table_filter(counter)
-    c = table.c  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SLOT_WAIT_SECONDS
     poll = SLOT_POLL_SECONDS
     while True:
         now = utcnow()
-        expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
-        stmt = (
-            update(table)  # type: ignore[arg-type]
-            .where(
-                where,
-                or_(
-                    and_(c.locked_until.is_(None), c.failed_login_attempts < threshold),
-                    expired,
-                ),
-            )
-            .values(
-                failed_login_attempts=case((expired, 1), else_=c.failed_login_attempts + 1),
-                locked_until=case((expired, None), else_=c.locked_until),
-            )
-            .returning(c.failed_login_attempts)
-        )
-        async with db.write() as conn:
-            taken = (await conn.execute(stmt)).first()
-            if taken is not None:
-                return
-            state = (
-                await conn.execute(select(c.failed_login_attempts, c.locked_until).where(where))
-            ).first()
+        state = await direct.transaction(db, _take_slot(counter, threshold, now))
         if state is None:
+            return
+        if "missing" in state:
             return  # the user vanished; the caller fails the login normally
-        if state.locked_until is not None and state.locked_until > now:
-            raise AccountLocked(retry_after=_seconds(state.locked_until - now))
+        if state["locked_until"] is not None and state["locked_until"] > now:
+            raise AccountLocked(retry_after=_seconds(state["locked_until"] - now))
         if loop.time() >= deadline:
             # Slots held this long belong to attempts that never finished (a crashed
             # process): treat them as the failures they most likely were.
             until = now + timedelta(seconds=duration)
             async with db.write() as conn:
-                await conn.execute(
-                    update(table).where(where, c.locked_until.is_(None)).values(locked_until=until)  # type: ignore[arg-type]
-                )
+                await conn.execute(_for(counter).lock_leaked, {**counter.params, "until": until})
             raise AccountLocked(retry_after=duration)
         # Back off: every poll is a write transaction (the SQLite write lock).
         await asyncio.sleep(poll * (0.5 + random.random()))  # noqa: S311 - jitter only
         poll = min(poll * 1.5, SLOT_POLL_MAX_SECONDS)
 
 
+async def ensure_row_in(conn: AsyncConnection, counter: Counter) -> None:
+    """A device counter's row exists (the account's is the user row)."""
+    if counter.device_id is not None:
+        await run_in(conn, _ensure_row(counter))
+
+
+def _ensure_row(counter: Counter) -> Steps[None]:
+    yield Query(_ENSURE_DEVICE_ROW, counter.params)
+
+
+def released(counter: Counter) -> Steps[None]:
+    """A successful sign-in frees all the counter's slots."""
+    yield Query(_for(counter).release, counter.params)
+
+
 async def release_on_success(db: Database, counter: Counter) -> None:
-    async with db.write() as conn:
-        await release_in(conn, counter)
+    await direct.transaction(db, released(counter))
 
 
 async def release_in(conn: AsyncConnection, counter: Counter) -> None:
-    """``release_on_success`` in the caller's transaction (the sign-in's own)."""
-    table, where = _table_filter(counter)
-    await conn.execute(
-        update(table).where(where).values(failed_login_attempts=0, locked_until=None)  # type: ignore[arg-type]
-    )
+    """``release_on_success`` in the caller's transaction."""
+    await run_in(conn, released(counter))
 
 
 async def lock_if_full(
@@ -134,15 +186,12 @@ async def lock_if_full(
 ) -> bool:
     """After a failure, in the caller's transaction: lock when failures reached the
     threshold. True when this call set the lock (so exactly one caller notifies)."""
-    table, where = _table_filter(counter)
-    c = table.c  # type: ignore[attr-defined]
-    stmt = (
-        update(table)  # type: ignore[arg-type]
-        .where(where, c.failed_login_attempts >= threshold, c.locked_until.is_(None))
-        .values(locked_until=now + timedelta(seconds=duration))
-        .returning(c.failed_login_attempts)
-    )
-    return (await conn.execute(stmt)).first() is not None
+    params = {
+        **counter.params,
+        "threshold": threshold,
+        "until": now + timedelta(seconds=duration),
+    }
+    return (await conn.execute(_for(counter).lock_if_full, params)).first() is not None
 
 
 def _seconds(delta: timedelta) -> int:

@@ -249,10 +249,9 @@ async def _wrong_code(
     bx: Bastion, ctx: RequestContext, user: RowMapping, mfa_token: str, device_id: str | None
 ) -> None:
     counter = lockout.Counter(user["id"], device_id)
-    if device_id is not None:
-        # A device row normally exists since the login; make sure the failure counts.
-        await lockout._ensure_device_row(bx.db, counter)
     async with bx.db.write() as conn:
+        # A device row normally exists since the login; make sure the failure counts.
+        await lockout.ensure_row_in(conn, counter)
         await mfa_store.kill_token_if_spent(conn, mfa_token, ctx.now, MFA_TOKEN_ATTEMPTS)
         await mfa_store.add_failure(conn, user["id"], device_id)
         await accounts.record_failure(conn, bx, ctx, user, counter, "invalid_mfa_code")

@@ -14,6 +14,7 @@ from bastion.core import secrets as core_secrets
 from bastion.flows.context import RequestContext
 from bastion.runtime import Bastion
 from bastion.store import sessions as session_store
+from bastion.store.direct import Steps, run_in
 
 TOUCH_INTERVAL = timedelta(minutes=1)  # SPEC §7: last active written at most once a minute
 
@@ -44,15 +45,17 @@ def _no_device(user_agent: str | None, ip: str | None) -> dict[str, Any]:
 describe_device: Callable[[str | None, str | None], dict[str, Any]] = _no_device
 
 
-async def create(
-    conn: AsyncConnection, bx: Bastion, user_id: str, ctx: RequestContext
-) -> NewSession:
+def created(
+    bx: Bastion, user_id: str, ctx: RequestContext, device: dict[str, Any] | None = None
+) -> Steps[NewSession]:
+    """A new session row: a fresh random token (never a reused one: no fixation).
+    ``device``: ``describe_device``'s answer when the caller has it already."""
     token = core_secrets.new_token()
     sid = core_secrets.new_id()
     expires = ctx.now + timedelta(seconds=bx.settings.session_ttl)
-    device = describe_device(ctx.user_agent, ctx.ip)
-    await session_store.insert(
-        conn,
+    if device is None:
+        device = describe_device(ctx.user_agent, ctx.ip)
+    yield from session_store.add(
         id=sid,
         token_hash=core_secrets.token_hash(token),
         user_id=user_id,
@@ -64,6 +67,12 @@ async def create(
         **device,
     )
     return NewSession(sid, token, expires, device)
+
+
+async def create(
+    conn: AsyncConnection, bx: Bastion, user_id: str, ctx: RequestContext
+) -> NewSession:
+    return await run_in(conn, created(bx, user_id, ctx))
 
 
 async def validate(bx: Bastion, token: str, now: datetime) -> Authenticated | None:

@@ -6,13 +6,20 @@ import math
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import bindparam, case, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bastion.limits import Count
 from bastion.store.db import Database
-from bastion.store.tables import rate_limits
+from bastion.store.direct import first_direct
+from bastion.store.tables import TS, rate_limits
+
+# Built once: every sign-in peeks at its IP's failure count.
+_PEEK = select(rate_limits.c.count, rate_limits.c.window_ends_at).where(
+    rate_limits.c.key == bindparam("key"),
+    rate_limits.c.window_ends_at > bindparam("now", type_=TS),
+)
 
 
 class DatabaseLimiter:
@@ -36,14 +43,10 @@ class DatabaseLimiter:
         return Count(int(row[0]), _seconds(row[1] - now))
 
     async def peek(self, key: str, now: datetime) -> Count:
-        stmt = select(rate_limits.c.count, rate_limits.c.window_ends_at).where(
-            rate_limits.c.key == key, rate_limits.c.window_ends_at > now
-        )
-        async with self.db.read() as conn:
-            row = (await conn.execute(stmt)).first()
+        row = await first_direct(self.db, _PEEK, {"key": key, "now": now})
         if row is None:
             return Count(0, 0)
-        return Count(int(row[0]), _seconds(row[1] - now))
+        return Count(int(row["count"]), _seconds(row["window_ends_at"] - now))
 
     async def reset(self, key: str) -> None:
         async with self.db.write() as conn:

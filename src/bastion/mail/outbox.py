@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.mail.templates import render
-from bastion.store.tables import outbox
+from bastion.store.direct import Query, Steps, insert_values, row_of, run_in
+from bastion.store.tables import outbox as outbox_table
 
 log = logging.getLogger("bastion.mail")
 
@@ -28,21 +29,22 @@ EVENTS = (
 QUEUED_FLAG = "bastion_mail_queued"
 
 
-async def enqueue(
-    conn: AsyncConnection,
-    *,
-    recipient: str,
-    event: str,
-    base_url: str,
-    now: datetime,
-    **context: Any,
-) -> None:
-    """Add a message to the outbox; it is sent only if the caller's transaction commits."""
+_INSERT = insert_values(outbox_table, skip=("id",))
+
+
+def queued(
+    *, recipient: str, event: str, base_url: str, now: datetime, **context: Any
+) -> Steps[None]:
+    """Add a message to the outbox; it is sent only if the transaction commits (whoever
+    commits it wakes the worker: ``enqueue`` below, or the caller of ``transaction``)."""
     if event not in EVENTS:
         raise ValueError(f"unknown mail event {event}")
     subject, text_body, html_body = render(event, base_url=base_url, **context)
-    await conn.execute(
-        outbox.insert().values(
+    yield Query(
+        _INSERT,
+        row_of(
+            outbox_table,
+            skip=("id",),
             recipient=recipient,
             event=event,
             subject=subject,
@@ -52,8 +54,13 @@ async def enqueue(
             attempts=0,
             next_attempt_at=now,
             created_at=now,
-        )
+        ),
     )
-    conn.info[QUEUED_FLAG] = True
-    # Recipient and event only: bodies carry links with tokens (SPEC §1, §11).
     log.info("mail queued", extra={"event": event, "recipient": recipient})
+
+
+async def enqueue(conn: AsyncConnection, **fields: Any) -> None:
+    """``queued`` in the caller's transaction; flags the connection so that the worker
+    wakes once it commits."""
+    await run_in(conn, queued(**fields))
+    conn.info[QUEUED_FLAG] = True

@@ -7,10 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bastion.store.direct import Query, Steps, insert_values, per_dialect, run_in
 from bastion.store.tables import TS, login_attempts, suspicious_emails
 
 SUSPICIOUS_WINDOW = timedelta(hours=24)
@@ -18,7 +17,7 @@ SUSPICIOUS_THRESHOLD = 5  # "more than 5 failed logins in 24 h"
 
 # Built once: the failures of one email in the window, read up to the threshold + 1
 # (index on email, created_at).
-_RECENT_FAILURES = select(func.count()).select_from(
+_RECENT_FAILURES = select(func.count().label("failures")).select_from(
     select(login_attempts.c.id)
     .where(
         and_(
@@ -32,8 +31,23 @@ _RECENT_FAILURES = select(func.count()).select_from(
 )
 
 
-async def record(
-    conn: AsyncConnection,
+_INSERT = insert_values(login_attempts, skip=("id",))
+
+
+def _mark(insert: Any) -> Any:
+    stmt = insert(suspicious_emails).values(
+        email=bindparam("email"), last_failed_at=bindparam("now", type_=TS)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[suspicious_emails.c.email],
+        set_={"last_failed_at": stmt.excluded.last_failed_at},
+    )
+
+
+_MARK = per_dialect(_mark)
+
+
+def logged(
     *,
     email: str,
     user_id: str | None,
@@ -42,12 +56,12 @@ async def record(
     success: bool,
     failure_reason: str | None,
     now: datetime,
-) -> None:
+) -> Steps[None]:
     """Log one attempt; a failure that brings its email over the threshold marks the
     email for the security report (one indexed count per failure)."""
     email = email[:254]
-    await conn.execute(
-        login_attempts.insert(),
+    yield Query(
+        _INSERT,
         {
             "email": email,
             "user_id": user_id,
@@ -61,16 +75,15 @@ async def record(
     if success:
         return
     since = now - SUSPICIOUS_WINDOW
-    failures = (await conn.execute(_RECENT_FAILURES, {"email": email, "since": since})).scalar()
+    failures = (yield Query(_RECENT_FAILURES, {"email": email, "since": since}))["failures"]
     if failures is not None and failures > SUSPICIOUS_THRESHOLD:
-        await mark_suspicious(conn, email, now)
+        yield Query(_MARK, {"email": email, "now": now})
+
+
+async def record(conn: AsyncConnection, **fields: Any) -> None:
+    """``logged`` in the caller's transaction."""
+    await run_in(conn, logged(**fields))
 
 
 async def mark_suspicious(conn: AsyncConnection, email: str, now: datetime) -> None:
-    ins: Any = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    stmt = ins(suspicious_emails).values(email=email, last_failed_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[suspicious_emails.c.email],
-        set_={"last_failed_at": stmt.excluded.last_failed_at},
-    )
-    await conn.execute(stmt)
+    await conn.execute(_MARK[conn.dialect.name], {"email": email, "now": now})

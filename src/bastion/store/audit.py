@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bastion.store.direct import Query, Steps, insert_values, run_in
 from bastion.store.tables import audit_events
 
 GENESIS = "0" * 64
@@ -44,8 +45,16 @@ def event_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-async def append(
-    conn: AsyncConnection,
+# Built once. The lock serialises appends until the transaction ends.
+_LOCK = {
+    "postgresql": select(func.pg_advisory_xact_lock(literal_column(str(AUDIT_LOCK_ID)))),
+    "sqlite": None,  # writers are serial already
+}
+_LAST_HASH = select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
+_INSERT = insert_values(audit_events, skip=("id",))
+
+
+def appended(
     action: str,
     *,
     now: datetime,
@@ -54,13 +63,10 @@ async def append(
     ip_address: str | None = None,
     user_agent: str | None = None,
     details: dict[str, Any] | None = None,
-) -> None:
-    """Write one event in the caller's transaction."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(text(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_ID})"))
-    last = (
-        await conn.execute(select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1))
-    ).scalar()
+) -> Steps[None]:
+    """Write one event (in the transaction that runs these steps)."""
+    yield Query(_LOCK, {})
+    last = yield Query(_LAST_HASH, {})
     row: dict[str, Any] = {
         "action": action,
         "actor_id": actor_id,
@@ -70,10 +76,15 @@ async def append(
         "details": details or None,
         "created_at": now.astimezone(UTC).replace(microsecond=now.microsecond),
     }
-    prev = last or GENESIS
+    prev = last["hash"] if last is not None else GENESIS
     row["prev_hash"] = prev
     row["hash"] = event_hash(prev, row)
-    await conn.execute(audit_events.insert().values(**row))
+    yield Query(_INSERT, row)
+
+
+async def append(conn: AsyncConnection, action: str, **fields: Any) -> None:
+    """``appended`` in the caller's transaction."""
+    await run_in(conn, appended(action, **fields))
 
 
 def first_broken_link(rows: Iterator[RowMapping]) -> tuple[int, int | None]:

@@ -5,12 +5,33 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bastion.store.direct import Query, Steps, per_dialect, run_in
 from bastion.store.tables import known_devices
+
+_REMEMBER = per_dialect(
+    lambda insert: (
+        insert(known_devices)
+        .values(
+            user_id=bindparam("user_id"),
+            fingerprint=bindparam("fp"),
+            location=bindparam("location"),
+            first_seen_at=bindparam("now", type_=known_devices.c.first_seen_at.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(known_devices.c.user_id)
+    )
+)
+_ANY_OTHER = select(
+    exists()
+    .where(
+        known_devices.c.user_id == bindparam("user_id"),
+        known_devices.c.fingerprint != bindparam("fp"),
+    )
+    .label("found")
+)
 
 
 def fingerprint(device: dict[str, Any]) -> str:
@@ -19,23 +40,19 @@ def fingerprint(device: dict[str, Any]) -> str:
     return "|".join(p or "Unknown" for p in parts)[:300]
 
 
+def remembered(user_id: str, fp: str, location: str | None, now: datetime) -> Steps[bool]:
+    """Insert the device if new; True when it was new."""
+    params = {"user_id": user_id, "fp": fp, "location": location, "now": now}
+    return (yield Query(_REMEMBER, params)) is not None
+
+
 async def remember(
     conn: AsyncConnection, user_id: str, fp: str, location: str | None, now: datetime
 ) -> bool:
-    """Insert the device if new; True when it was new."""
-    ins: Any = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    stmt = (
-        ins(known_devices)
-        .values(user_id=user_id, fingerprint=fp, location=location, first_seen_at=now)
-        .on_conflict_do_nothing()
-        .returning(known_devices.c.user_id)
-    )
-    return (await conn.execute(stmt)).first() is not None
+    return await run_in(conn, remembered(user_id, fp, location, now))
 
 
-async def any_other_for_user(conn: AsyncConnection, user_id: str, fp: str) -> bool:
+def others_known(user_id: str, fp: str) -> Steps[bool]:
     """Whether the user has a known device other than ``fp``."""
-    stmt = select(
-        exists().where(known_devices.c.user_id == user_id, known_devices.c.fingerprint != fp)
-    )
-    return bool((await conn.execute(stmt)).scalar())
+    row = yield Query(_ANY_OTHER, {"user_id": user_id, "fp": fp})
+    return bool(row["found"])

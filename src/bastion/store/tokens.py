@@ -15,7 +15,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.store.db import Database
-from bastion.store.sessions import first_direct, first_direct_write
+from bastion.store.direct import first_direct, first_direct_write
 from bastion.store.tables import TS, sessions, users
 from bastion.store.tables import refresh_tokens as rt
 
@@ -213,7 +213,7 @@ async def revoke_family(conn: AsyncConnection, family_id: str, now: datetime) ->
 
 async def principal_direct(db: Database, user_id: str, session_id: str) -> Any:
     """``principal`` on the hot path (every bearer request): through the driver-level
-    reader of store/sessions.py, falling back to the engine."""
+    connections of store/direct.py, falling back to the engine."""
     return await first_direct(db, _PRINCIPAL, {"sub": user_id, "sid": session_id})
 
 

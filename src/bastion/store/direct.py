@@ -1,0 +1,508 @@
+"""Statements built once and run straight on the driver (docs/performance.md).
+
+SQLAlchemy's async layer costs more than the queries themselves on the hot paths: on
+SQLite each statement hops to aiosqlite's thread several times (cursor, execute, fetch,
+close), on PostgreSQL the pool adds a ROLLBACK round trip per checkout, and everywhere
+building, caching and compiling a statement and processing its result takes about ten
+times the driver's own work. Statements here are SQLAlchemy Core, compiled once per
+dialect, and values pass through the same column types both ways, so rows equal the
+engine's.
+
+Two uses:
+
+- ``first_direct``: single-row SELECTs that must see committed data, never inside a
+  transaction (session and bearer checks, the sign-in's reads), and on PostgreSQL
+  ``first_direct_write`` for single-statement writes atomic by themselves (the refresh
+  rotation).
+- ``transaction``: a sequence of statements written as *steps* (a generator that yields
+  ``Query`` objects and receives their rows), run as one transaction. The same steps run
+  in a caller's SQLAlchemy transaction through ``run_in``, so each piece of SQL is
+  written once and the sign-in's transaction and every other caller share it.
+
+Connections, per process and database:
+
+- SQLite: a read-only ``sqlite3`` connection queried on the event loop (an indexed read
+  takes tens of microseconds and, in WAL mode, never waits for writers; should it meet
+  a lock it gives up within ``SQLITE_TIMEOUT`` and the caller asks the engine), and a
+  writer connection owned by one thread, where a whole transaction runs in one hop
+  (``BEGIN IMMEDIATE``, the steps, ``COMMIT``), waiting for other processes' writers as
+  the engine does.
+- PostgreSQL: two small asyncpg pools (reads; transactions and one-statement writes),
+  in autocommit, so releasing a connection needs no reset round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sqlite3
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import bindparam
+from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bastion.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
+from bastion.store.tables import UTCDateTime
+
+T = TypeVar("T")
+
+
+class Unavailable(Exception):
+    """The driver cannot run this here (an in-memory SQLite database, a URL only
+    SQLAlchemy understands, a lock met on the read-only connection): use the engine."""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of a transaction's steps: built once (module level), with this
+    call's values. ``stmt`` may be a dict of statements by dialect name (upserts), where
+    None means "nothing to run here". The step receives all rows (``rows=True``) or the
+    first row or None."""
+
+    stmt: Any
+    params: Mapping[str, Any]
+    rows: bool = False
+
+    def for_dialect(self, name: str) -> Any:
+        return self.stmt[name] if isinstance(self.stmt, dict) else self.stmt
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def per_dialect(build: Callable[[Any], Any]) -> dict[str, Any]:
+    """A statement built once for each dialect, from its ``insert`` (for ON CONFLICT)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return {"sqlite": build(sqlite_insert), "postgresql": build(pg_insert)}
+
+
+def insert_values(table: Any, insert: Any = None, skip: tuple[str, ...] = ()) -> Any:
+    """``INSERT INTO table (every column but skip) VALUES (:column, ...)``, built once;
+    fill the values with ``row_of``."""
+    stmt = table.insert() if insert is None else insert(table)
+    return stmt.values(
+        {c.key: bindparam(c.key, type_=c.type) for c in table.c if c.key not in skip}
+    )
+
+
+def row_of(table: Any, skip: tuple[str, ...] = (), **values: Any) -> dict[str, Any]:
+    """The parameters of ``insert_values``: every column, None where not given."""
+    row = dict.fromkeys((c.key for c in table.c if c.key not in skip), None)
+    row.update(values)
+    return row
+
+
+# A transaction body: yields queries, receives their results, returns its answer.
+Steps = Generator[Query, Any, T]
+
+
+async def run_in(conn: AsyncConnection, steps: Steps[T]) -> T:
+    """Run ``steps`` in the caller's SQLAlchemy transaction."""
+    try:
+        query = next(steps)
+        while True:
+            stmt = query.for_dialect(conn.dialect.name)
+            value: Any
+            if stmt is None:
+                query = steps.send([] if query.rows else None)
+                continue
+            result = await conn.execute(stmt, dict(query.params))
+            if query.rows:
+                value = list(result.mappings().all()) if result.returns_rows else []
+            else:
+                value = result.mappings().first() if result.returns_rows else None
+            query = steps.send(value)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+class Direct:
+    """The driver-level connections of one database in this process."""
+
+    SQLITE_TIMEOUT = 0.2
+    PG_POOL_SIZE = 4
+
+    def __init__(self, db: Database) -> None:
+        self.dialect = db.reader.dialect
+        self.url = make_url(db.url)
+        self.is_sqlite = db.is_sqlite
+        self.sqlite: sqlite3.Connection | None = None
+        self.sqlite_writer: sqlite3.Connection | None = None
+        self.write_thread: ThreadPoolExecutor | None = None
+        self.pool: Any = None
+        self.write_pool: Any = None
+        self.failed = False
+        self.lock = asyncio.Lock()
+        self.prepared: dict[Any, Prepared] = {}
+        path = self.url.database
+        if self.is_sqlite and (not path or path == ":memory:" or path.startswith("file:")):
+            self.failed = True  # only the engine knows this database
+
+    def _prepare(self, stmt: Any) -> Prepared:
+        found = self.prepared.get(stmt)
+        if found is None:
+            found = self.prepared[stmt] = Prepared(stmt, self.dialect)
+        return found
+
+    async def first(self, stmt: Any, params: Mapping[str, Any]) -> LazyRow | None:
+        """The first row as a dict, or None; raises Unavailable when this reader cannot
+        answer (the caller then asks the engine)."""
+        if self.failed:
+            raise Unavailable
+        prep = self._prepare(stmt)
+        args = prep.args(params)
+        if self.is_sqlite:
+            values = self._sqlite_first(prep.sql, args)
+        else:
+            values = await (await self._pool("pool")).fetchrow(prep.sql, *args)
+        return None if values is None else prep.row(values)
+
+    def _sqlite_first(self, sql: str, args: tuple[Any, ...]) -> Any:
+        if self.sqlite is None:
+            conn = sqlite3.connect(
+                str(self.url.database),
+                timeout=self.SQLITE_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA query_only=ON")
+            self.sqlite = conn
+        try:
+            return self.sqlite.execute(sql, args).fetchone()
+        except sqlite3.OperationalError as exc:  # locked or busy: let the engine wait
+            raise Unavailable from exc
+
+    async def transaction(self, steps: Steps[T]) -> T:
+        """Run ``steps`` as one transaction, committed when they return. Raises
+        Unavailable, before running any step, when only the engine can."""
+        if self.failed:
+            raise Unavailable
+        if self.is_sqlite:
+            if self.write_thread is None:
+                self.write_thread = ThreadPoolExecutor(1, thread_name_prefix="bastion-sqlite-write")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.write_thread, self._sqlite_transaction, steps)
+        pool = await self._pool("write_pool")
+        result: T = await pool.run(lambda conn: self._pg_transaction(conn, steps))
+        return result
+
+    def _sqlite_transaction(self, steps: Steps[T]) -> T:
+        """In the writer thread: the whole transaction in one hop from the event loop."""
+        conn = self.sqlite_writer
+        if conn is None:
+            conn = sqlite3.connect(
+                str(self.url.database),
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self.sqlite_writer = conn
+        try:
+            query = next(steps)  # what precedes the first statement runs before the lock
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            while True:
+                stmt = query.for_dialect("sqlite")
+                if stmt is None:
+                    query = steps.send([] if query.rows else None)
+                    continue
+                prep = self._prepare(stmt)
+                raw = conn.execute(prep.sql, prep.args(query.params)).fetchall()
+                query = steps.send(prep.result(raw, query.rows))
+        except StopIteration as done:
+            result: T = done.value
+        except BaseException:
+            _rollback(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return result
+
+    async def _pg_transaction(self, conn: Any, steps: Steps[T]) -> T:
+        async with conn.transaction():
+            try:
+                query = next(steps)
+                while True:
+                    stmt = query.for_dialect("postgresql")
+                    if stmt is None:
+                        query = steps.send([] if query.rows else None)
+                        continue
+                    prep = self._prepare(stmt)
+                    raw = await conn.fetch(prep.sql, *prep.args(query.params))
+                    query = steps.send(prep.result(raw, query.rows))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    async def _pool(self, which: str) -> Any:
+        pool = getattr(self, which)
+        if pool is not None:
+            return pool
+        async with self.lock:
+            pool = getattr(self, which)
+            if pool is not None:
+                return pool
+            dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            pool = _PgPool(dsn, self.PG_POOL_SIZE)
+            try:
+                await pool.start()
+            except Exception as exc:  # an URL only SQLAlchemy understands: use the engine
+                self.failed = True
+                raise Unavailable from exc
+            setattr(self, which, pool)
+            return pool
+
+    async def close(self) -> None:
+        for name in ("sqlite", "sqlite_writer"):
+            conn = getattr(self, name)
+            if conn is not None:
+                conn.close()
+                setattr(self, name, None)
+        if self.write_thread is not None:
+            self.write_thread.shutdown(wait=False)
+            self.write_thread = None
+        for name in ("pool", "write_pool"):
+            pool = getattr(self, name)
+            if pool is not None:
+                await pool.close()
+                setattr(self, name, None)
+
+
+class Prepared:
+    """One statement compiled for one dialect, with its bind and result processors."""
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        self.compiled = compiled
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup or [])
+        self.bind_procs = {
+            name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.order
+        }
+        columns = list(getattr(stmt, "exported_columns", ()))  # RETURNING of DML too
+        self.keys = [c.key for c in columns]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.procs: list[Callable[[Any], Any] | None] = [
+            _fast_sqlite_time
+            if dialect.name == "sqlite" and isinstance(c.type, UTCDateTime)
+            else c.type.dialect_impl(dialect).result_processor(dialect, None)
+            for c in columns
+        ]
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = self.compiled.construct_params(dict(params))
+        out = []
+        for name in self.order:
+            v = values[name]
+            proc = self.bind_procs[name]
+            out.append(proc(v) if proc is not None else v)
+        return tuple(out)
+
+    def row(self, values: Any) -> LazyRow:
+        return LazyRow(self, values)
+
+    def result(self, raw: list[Any], rows: bool) -> Any:
+        """What a step receives: all rows, or the first row or None."""
+        if rows:
+            return [LazyRow(self, r) for r in raw]
+        return LazyRow(self, raw[0]) if raw and self.keys else None
+
+
+class LazyRow(Mapping[str, Any]):
+    """A row whose values are converted (times parsed) when first read: a request
+    reads a handful of the user's twenty columns."""
+
+    __slots__ = ("_prep", "_raw", "_done")
+
+    def __init__(self, prep: Prepared, raw: Any) -> None:
+        self._prep = prep
+        self._raw = raw
+        self._done: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._done[key]
+        except KeyError:
+            pass
+        i = self._prep.index[key]  # KeyError for an unknown column, like RowMapping
+        proc = self._prep.procs[i]
+        value = self._raw[i] if proc is None else proc(self._raw[i])
+        self._done[key] = value
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._prep.keys)
+
+    def __len__(self) -> int:
+        return len(self._prep.keys)
+
+    def __repr__(self) -> str:
+        return f"LazyRow({dict(self)!r})"
+
+
+def _fast_sqlite_time(value: Any) -> datetime | None:
+    """UTCDateTime on SQLite (stored naive UTC, ISO format), without the regex."""
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class _PgPool:
+    """A few asyncpg connections in autocommit (transactions are begun explicitly):
+    checking one out is popping a list (asyncpg's own pool costs about 40 µs of CPU per
+    query in timeouts, resets and bookkeeping, more than the query's share here)."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self.dsn = dsn
+        self.size = size
+        self.idle: list[Any] = []
+        self.opened = 0
+        self.waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.closed = False
+
+    async def start(self) -> None:
+        self.opened += 1
+        try:
+            self.idle.append(await self._connect())
+        except BaseException:
+            self.opened -= 1
+            raise
+
+    async def _connect(self) -> Any:
+        import asyncpg
+
+        return await asyncpg.connect(self.dsn)
+
+    async def _acquire(self) -> Any:
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.is_closed():
+                return conn
+            self.opened -= 1
+        if self.opened < self.size:
+            return await self._open()
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            conn = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # handed over, then cancelled
+                self._release(waiter.result(), broken=False)
+            raise
+        if conn is None:  # a connection broke: open its replacement
+            return await self._open()
+        return conn
+
+    async def _open(self) -> Any:
+        """A new connection, counted against ``size`` while it opens."""
+        self.opened += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self.opened -= 1
+            raise
+
+    def _release(self, conn: Any, broken: bool) -> None:
+        if conn is None:
+            return
+        if broken or self.closed or conn.is_closed():
+            conn.terminate()
+            self.opened -= 1
+            conn = None  # the next waiter, if any, opens a new one
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self.idle.append(conn)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self.run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def run(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``work(connection)`` on a pooled connection; one that failed is replaced."""
+        conn = await self._acquire()
+        broken = True
+        try:
+            result = await work(conn)
+            broken = False
+            return result
+        finally:
+            self._release(conn, broken)
+
+    async def close(self) -> None:
+        self.closed = True
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            await conn.close()
+
+
+_directs: weakref.WeakKeyDictionary[Database, Direct] = weakref.WeakKeyDictionary()
+
+
+def direct_for(db: Database) -> Direct:
+    found = _directs.get(db)
+    if found is None:
+        found = _directs[db] = Direct(db)
+    return found
+
+
+async def first_direct(
+    db: Database, stmt: Any, params: Mapping[str, Any]
+) -> RowMapping | LazyRow | None:
+    """The first row of a single-row SELECT, on the driver, or the engine's when the
+    driver cannot answer."""
+    try:
+        return await direct_for(db).first(stmt, params)
+    except Unavailable:
+        async with db.read() as conn:
+            row: RowMapping | None = (await conn.execute(stmt, dict(params))).mappings().first()
+            return row
+
+
+async def first_direct_write(db: Database, stmt: Any, params: Mapping[str, Any]) -> LazyRow | None:
+    """A single-statement write that returns one row (PostgreSQL: autocommit, so the
+    statement is its own transaction). None when the driver cannot run it; the caller
+    then takes its transactional path. Other errors propagate: the statement may or may
+    not have committed."""
+    direct = direct_for(db)
+    if direct.is_sqlite:
+        return None
+    try:
+        return await direct.first(stmt, params)
+    except Unavailable:
+        return None
+
+
+async def transaction(db: Database, steps: Steps[T]) -> T:
+    """``steps`` as one transaction on the driver, or in the engine's when the driver
+    cannot run them."""
+    try:
+        return await direct_for(db).transaction(steps)
+    except Unavailable:
+        async with db.write() as conn:
+            return await run_in(conn, steps)
+
+
+async def close_direct(db: Database) -> None:
+    found = _directs.pop(db, None)
+    if found is not None:
+        await found.close()
