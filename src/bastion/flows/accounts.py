@@ -265,8 +265,11 @@ def _signed_in(
     from bastion.store import devices as device_store
 
     user_id = user["id"]
+    fresh = None
     if release is not None:
-        yield from lockout.released(release)
+        counter_row = yield from lockout.released(release)
+        if release.device_id is None:
+            fresh = counter_row  # the account's counter is the user row
     session = yield from session_flow.created(bx, user_id, ctx, device)
     fingerprint = device_store.fingerprint(device)
     location = device.get("location")
@@ -295,7 +298,8 @@ def _signed_in(
         user_agent=ctx.user_agent,
         details={"method": method},
     )
-    fresh = yield from user_store.by_id(user_id)
+    if fresh is None:
+        fresh = yield from user_store.by_id(user_id)
     assert fresh is not None  # noqa: S101 - the user signing in
     return fresh, session, alert
 

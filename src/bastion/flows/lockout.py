@@ -84,7 +84,10 @@ def _statements(table: Any, where: ColumnElement[bool]) -> _Statements:
         )
         .returning(c.failed_login_attempts),
         state=select(c.failed_login_attempts, c.locked_until).where(where),
-        release=update(table).where(where).values(failed_login_attempts=0, locked_until=None),
+        release=update(table)
+        .where(where)
+        .values(failed_login_attempts=0, locked_until=None)
+        .returning(*c),
         lock_if_full=update(table)
         .where(where, c.failed_login_attempts >= bindparam("threshold"), c.locked_until.is_(None))
         .values(locked_until=bindparam("until", type_=TS))
@@ -138,7 +141,9 @@ async def reserve(db: Database, counter: Counter, threshold: int, duration: int)
     poll = SLOT_POLL_SECONDS
     while True:
         now = utcnow()
-        state = await direct.transaction(db, _take_slot(counter, threshold, now))
+        # Each statement is atomic alone: the UPDATE takes the slot or not, and the
+        # state read after a refusal only decides between waiting and 423.
+        state = await direct.transaction(db, _take_slot(counter, threshold, now), autocommit=True)
         if state is None:
             return
         if "missing" in state:
@@ -167,9 +172,10 @@ def _ensure_row(counter: Counter) -> Steps[None]:
     yield Query(_ENSURE_DEVICE_ROW, counter.params)
 
 
-def released(counter: Counter) -> Steps[None]:
-    """A successful sign-in frees all the counter's slots."""
-    yield Query(_for(counter).release, counter.params)
+def released(counter: Counter) -> Steps[Any]:
+    """A successful sign-in frees all the counter's slots. Returns the counter's row as
+    it now is (the account's counter: the user row)."""
+    return (yield Query(_for(counter).release, counter.params))
 
 
 async def release_on_success(db: Database, counter: Counter) -> None:

@@ -30,7 +30,10 @@ FAST_GET: dict[str, FastPath] = {}
 # handlers without dependencies, on hot paths (the token endpoint: every refresh).
 # Routing through every router and FastAPI's middleware stack cost a third of a refresh
 # grant's CPU. Errors go to the app's own exception handlers, so answers are the same.
-FAST_POST: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+# An endpoint may answer None: the request (its body replayed) then goes through the app
+# as usual, which is how the login endpoint leaves malformed bodies to FastAPI's own
+# validation and its 422 answers.
+FAST_POST: dict[str, Callable[[Request], Awaitable[Response | None]]] = {}
 
 
 def client_ip(
@@ -166,7 +169,7 @@ class SecurityMiddleware:
 
     async def _direct(
         self,
-        endpoint: Callable[[Request], Awaitable[Response]],
+        endpoint: Callable[[Request], Awaitable[Response | None]],
         scope: Scope,
         receive: Receive,
         send: Send,
@@ -177,7 +180,24 @@ class SecurityMiddleware:
             response = await endpoint(request)
         except Exception as exc:  # noqa: BLE001 - answered by the app's own handlers
             response = await _handler_for(self.app, exc)(request, exc)
+        if response is None:
+            await self.app(scope, _replay(await request.body(), receive), send)
+            return
         await response(scope, receive, send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands over a body already read, then waits on the client."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 def _handler_for(app: Any, exc: Exception) -> Any:

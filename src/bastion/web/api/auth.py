@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from bastion.flows import accounts
 from bastion.flows.sessions import Authenticated, csrf_token_for
@@ -14,6 +16,7 @@ from bastion.runtime import Bastion
 from bastion.web.api import responses as R
 from bastion.web.api.schemas import LoginIn, PasswordChangeIn, RegisterIn
 from bastion.web.deps import (
+    check_origin,
     clear_session_cookies,
     context,
     get_bx,
@@ -25,6 +28,7 @@ from bastion.web.deps import (
     set_session_cookies,
 )
 from bastion.web.errors import NO_STORE
+from bastion.web.middleware import FAST_POST
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -66,6 +70,23 @@ async def login(body: LoginIn, request: Request) -> JSONResponse:
     if isinstance(result, accounts.MfaRequired):
         return JSONResponse({"mfa_required": True, "mfa_token": result.mfa_token}, headers=NO_STORE)
     return signed_in_response(bx, result)
+
+
+async def login_fast(request: Request) -> JSONResponse | None:
+    """``login`` from the ASGI layer (middleware.FAST_POST) for a well-formed JSON body;
+    None for anything else, which the route above then answers (FastAPI's validation and
+    422s). Same order as the route: the Origin check, then the body."""
+    check_origin(request)
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return None
+    try:  # parsed and validated as FastAPI does (json.loads, then the model)
+        body = LoginIn.model_validate(json.loads(await request.body()))
+    except (ValueError, RecursionError, ValidationError):  # bad JSON or UTF-8, deep nesting
+        return None
+    return await login(body, request)
+
+
+FAST_POST["/api/auth/login"] = login_fast  # every sign-in: skip the routing
 
 
 @router.get("/session", responses=R.ok(R.SessionOut))
