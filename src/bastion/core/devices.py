@@ -180,6 +180,7 @@ def _english(part: Any) -> str | None:
 def use_city_database(path: str | None) -> None:
     """Use a MaxMind DB file for lookups from now on (None: country data only)."""
     _CityDatabase.open(path)
+    _described.cache_clear()
 
 
 def locate(ip: str | None) -> str:
@@ -206,4 +207,10 @@ def locate(ip: str | None) -> str:
 
 def describe(user_agent: str | None, ip: str | None) -> dict[str, Any]:
     """The session columns for a sign-in: the ``flows.sessions.describe_device`` hook."""
+    return dict(_described(user_agent, ip))
+
+
+@lru_cache(maxsize=1024)
+def _described(user_agent: str | None, ip: str | None) -> dict[str, Any]:
+    """Sign-ins repeat the same browsers from the same addresses: parsed once each."""
     return {**asdict(parse_user_agent(user_agent)), "location": locate(ip)}

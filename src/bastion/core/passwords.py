@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import bcrypt
 from argon2 import PasswordHasher, Type
@@ -53,6 +54,7 @@ class Hasher:
             parallelism=p.parallelism,
             type=Type.ID,
         )
+        self._rehash_by_shape: dict[tuple[Any, ...], bool] = {}
 
     def hash(self, password: str) -> str:
         pw = normalize(password)
@@ -79,10 +81,19 @@ class Hasher:
         """bcrypt and outdated Argon2 parameters are upgraded at the next login."""
         if not stored_hash.startswith("$argon2id$"):
             return True
-        try:
-            return self._argon.check_needs_rehash(stored_hash)
-        except (InvalidHashError, ValueError):
-            return True
+        # The answer depends on the parameters and the salt and hash lengths only: worked
+        # out once per shape, not parsed again at every sign-in.
+        parts = stored_hash.split("$")
+        shape = ("$".join(parts[:4]), *map(len, parts[4:]))
+        known = self._rehash_by_shape.get(shape)
+        if known is None:
+            try:
+                known = self._argon.check_needs_rehash(stored_hash)
+            except (InvalidHashError, ValueError):
+                return True  # not remembered: says nothing of well-formed hashes
+            if len(self._rehash_by_shape) < 64:
+                self._rehash_by_shape[shape] = known
+        return known
 
 
 @lru_cache(maxsize=1)

@@ -304,6 +304,13 @@ class Prepared:
             name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in self.order
         }
+        # What ``construct_params`` would do, worked out once: per positional bind, the
+        # caller's key, or the value fixed in the statement (``case(..., 1)``, LIMIT).
+        fixed = compiled.construct_params({}, _check=False)
+        self.plan: list[tuple[str, bool, Any, Callable[[Any], Any] | None]] = []
+        for name in self.order:
+            bind = compiled.binds[name]
+            self.plan.append((bind.key, bind.required, fixed.get(name), self.bind_procs[name]))
         columns = list(getattr(stmt, "exported_columns", ()))  # RETURNING of DML too
         self.keys = [c.key for c in columns]
         self.index = {k: i for i, k in enumerate(self.keys)}
@@ -315,12 +322,16 @@ class Prepared:
         ]
 
     def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        values = self.compiled.construct_params(dict(params))
+        """The driver's positional arguments for ``params`` (bind key -> value)."""
         out = []
-        for name in self.order:
-            v = values[name]
-            proc = self.bind_procs[name]
-            out.append(proc(v) if proc is not None else v)
+        for key, required, fixed, proc in self.plan:
+            if key in params:
+                value = params[key]
+            elif required:
+                raise KeyError(f"a value is required for bind parameter {key!r}")
+            else:
+                value = fixed
+            out.append(proc(value) if proc is not None else value)
         return tuple(out)
 
     def row(self, values: Any) -> LazyRow:

@@ -115,12 +115,18 @@ def _origin(url: str) -> str:
 
 
 def set_session_cookies(
-    response: Response, bx: Bastion, session: session_flow.NewSession, device_cookie: str | None
+    response: Response,
+    bx: Bastion,
+    session: session_flow.NewSession,
+    device_cookie: str | None,
+    csrf: str | None = None,
 ) -> str:
-    """Set the session, CSRF and device cookies; return the CSRF token."""
+    """Set the session, CSRF and device cookies; return the CSRF token (``csrf``: the
+    caller worked it out already)."""
     secure = bx.settings.secure_cookies
     ttl = bx.settings.session_ttl
-    csrf = session_flow.csrf_token_for(bx, session.id)
+    if csrf is None:
+        csrf = session_flow.csrf_token_for(bx, session.id)
     response.set_cookie(
         SESSION_COOKIE,
         session.token,

@@ -36,14 +36,15 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 def signed_in_response(
     bx: Bastion, result: accounts.SignedIn, status: int = 200, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
+    csrf = csrf_token_for(bx, result.session.id)
     body = {
         "user": public_user(result.user, bx.settings.roles),
         "session": session_body(result.session.id, result.session.expires_at),
-        "csrf_token": csrf_token_for(bx, result.session.id),
+        "csrf_token": csrf,
         **(extra or {}),
     }
     response = JSONResponse(body, status_code=status, headers=NO_STORE)
-    set_session_cookies(response, bx, result.session, result.device_cookie)
+    set_session_cookies(response, bx, result.session, result.device_cookie, csrf)
     return response
 
 
