@@ -8,6 +8,7 @@ generic message and the details only in the log.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 import asyncpg
@@ -143,7 +144,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, database_down)
     app.add_exception_handler(InterfaceError, database_down)
     app.add_exception_handler(DBAPIError, _dbapi_error)
-    # Raw driver and socket errors (the hot-path session reader talks to asyncpg
+    # Raw driver and socket errors (the hot paths talk to asyncpg and sqlite3
     # directly): registered by class so that the ExceptionMiddleware answers 503 and the
     # connection stays usable. The catch-all ``Exception`` handler answers too, but
     # Starlette re-raises after it and the server drops the keep-alive connection.
@@ -151,6 +152,10 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(asyncpg.InterfaceError, database_down)
     app.add_exception_handler(asyncpg.PostgresConnectionError, database_down)
     app.add_exception_handler(asyncpg.CannotConnectNowError, database_down)
+    app.add_exception_handler(asyncpg.OperatorInterventionError, database_down)  # shutdown
+    # The sign-in's SQLite writer (store/direct.py): locked past the busy timeout, or
+    # the file unreachable.
+    app.add_exception_handler(sqlite3.OperationalError, database_down)
     app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
 

@@ -153,7 +153,7 @@ class SecurityMiddleware:
                     await response(scope, receive, send_with_headers)
                     return
 
-        elif scope["method"] == "POST":
+        elif scope["method"] == "POST" and not scope.get("query_string"):
             endpoint = FAST_POST.get(scope["path"])
             if endpoint is not None:
                 await self._direct(endpoint, scope, limited_receive, send_with_headers)

@@ -1,0 +1,149 @@
+"""The driver-level statements and transactions of store/direct.py (docs/performance.md):
+the same steps give the same rows through the engine and through the driver, a failed
+step commits nothing, and the sign-in answered from the ASGI layer equals the router's,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tests.admin_helpers import sql
+from tests.support import STRONG, Server, register, run_async, unique_email
+
+
+def _module_statements() -> Iterator[tuple[str, str, Any]]:
+    """(name, dialect, statement) for every statement built once in a steps module."""
+    from bastion.flows import locations, lockout
+    from bastion.limits import database as limits_db
+    from bastion.mail import outbox
+    from bastion.store import attempts, audit, devices, sessions, tokens, users
+
+    for module in (lockout, locations, attempts, audit, devices, outbox, sessions, users,
+                   tokens, limits_db):  # fmt: skip
+        for name, value in vars(module).items():
+            if not (name.startswith("_") and name.lstrip("_").isupper()):
+                continue
+            if isinstance(value, dict):
+                for dialect, stmt in value.items():
+                    if stmt is not None:
+                        yield f"{module.__name__}.{name}", dialect, stmt
+            elif isinstance(value, lockout._Statements):
+                for field in ("take", "state", "release", "lock_if_full", "lock_leaked"):
+                    for dialect in ("sqlite", "postgresql"):
+                        yield f"{name}.{field}", dialect, getattr(value, field)
+            elif hasattr(value, "compile"):
+                for dialect in ("sqlite", "postgresql"):
+                    yield f"{module.__name__}.{name}", dialect, value
+
+
+def _sample(type_: Any) -> Any:
+    kind = type(type_).__name__.upper() + str(getattr(type_, "impl", ""))
+    if "DATETIME" in kind or "TIMESTAMP" in kind:
+        return datetime(2026, 11, 26, 12, 30, 1, 5, tzinfo=UTC)
+    if "JSON" in kind:
+        return {"method": "password"}
+    if "INT" in kind:
+        return 3
+    if "BOOL" in kind:
+        return True
+    return "x"
+
+
+def test_bind_arguments_equal_sqlalchemys_for_every_prebuilt_statement() -> None:
+    from bastion.store.direct import Prepared
+
+    dialects = {"sqlite": sqlite.dialect(), "postgresql": postgresql.asyncpg.dialect()}
+    checked = 0
+    for name, dialect_name, stmt in _module_statements():
+        prep = Prepared(stmt, dialects[dialect_name])
+        binds = {b.key: b for b in prep.compiled.binds.values()}
+        params = {key: _sample(binds[key].type) for key, *_ in prep.plan}
+        reference = prep.compiled.construct_params(params)
+        expected = tuple(
+            prep.bind_procs[n](reference[n]) if prep.bind_procs[n] else reference[n]
+            for n in prep.order
+        )
+        assert prep.args(params) == expected, name
+        checked += 1
+    assert checked > 40  # the sign-in's statements and the hot paths' are all here
+
+
+def test_missing_bind_value_is_an_error_not_a_null() -> None:
+    from bastion.store.direct import Prepared
+    from bastion.store.users import _BY_EMAIL
+
+    with pytest.raises(KeyError):
+        Prepared(_BY_EMAIL, sqlite.dialect()).args({})
+
+
+def test_steps_give_the_engines_rows_and_a_failed_step_commits_nothing(server: Server) -> None:
+    from bastion.store import attempts, direct, users
+    from bastion.store.db import Database
+
+    email = unique_email("direct")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+    user_id = sql(server, "SELECT id FROM users WHERE email = ?", (email,))[0][0]
+
+    async def check() -> tuple[dict[str, Any], dict[str, Any]]:
+        db = Database(server.database_url)
+        try:
+            on_driver = await direct.transaction(db, users.by_id(user_id))
+            async with db.read() as conn:
+                on_engine = await direct.run_in(conn, users.by_id(user_id))
+            assert on_driver is not None and on_engine is not None
+
+            def fails() -> direct.Steps[None]:
+                yield from attempts.logged(
+                    email=email, user_id=user_id, ip_address=None, user_agent=None,
+                    success=False, failure_reason="test", now=datetime.now(UTC),
+                )  # fmt: skip
+                raise RuntimeError("after the first statement")
+
+            with pytest.raises(RuntimeError):
+                await direct.transaction(db, fails())
+            return dict(on_driver), dict(on_engine)
+        finally:
+            await direct.close_direct(db)
+            await db.dispose()
+
+    on_driver, on_engine = run_async(check())
+    assert on_driver == on_engine
+    assert {k: type(v) for k, v in on_driver.items()} == {k: type(v) for k, v in on_engine.items()}
+    logged = sql(server, "SELECT count(*) FROM login_attempts WHERE failure_reason = 'test'")
+    assert int(logged[0][0]) == 0
+
+
+VOLATILE_HEADERS = {"date", "content-length", "set-cookie"}
+
+
+def test_login_from_the_asgi_layer_answers_like_the_router(server: Server) -> None:
+    email = unique_email("fastlogin")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+    answers = []
+    for path in ("/api/auth/login", "/api/auth/login?via=router"):
+        with server.client() as c:
+            r = c.post(path, json={"email": email, "password": STRONG})
+            assert r.status_code == 200, r.text
+            cookies = sorted(
+                v.split("=", 1)[0] + ";" + v.split(";", 1)[1]
+                for v in r.headers.get_list("set-cookie")
+            )
+            headers = {k: v for k, v in r.headers.items() if k not in VOLATILE_HEADERS}
+            body = r.json()
+            answers.append((sorted(body), sorted(body["user"].items()), cookies, headers))
+            assert c.get("/api/auth/session").status_code == 200
+    assert answers[0] == answers[1]
+    with server.client() as c:  # wrong password and malformed bodies: same answers too
+        for path in ("/api/auth/login", "/api/auth/login?via=router"):
+            wrong = c.post(path, json={"email": email, "password": "Wrong-Password-1!"})
+            assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_credentials"
+            bad = c.post(path, content=b"{not json", headers={"content-type": "application/json"})
+            assert bad.status_code == 422 or bad.status_code == 400
+            assert bad.json()["error"] == "invalid_request"
