@@ -56,7 +56,9 @@ class MailSink:
         ok = isinstance(data, LoginPassword) and self.login is not None
         if ok:
             ok = (data.login.decode(), data.password.decode()) == self.login
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers 535 itself (with the default, handled=True, it
+        # expects the authenticator to have answered and the client waits for a reply).
+        return AuthResult(success=ok, handled=False)
 
     def start(self) -> MailSink:
         extra: dict[str, Any] = {}
