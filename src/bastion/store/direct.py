@@ -277,12 +277,14 @@ class Direct:
             return pool
 
     async def close(self) -> None:
-        for name in ("sqlite", "sqlite_writer"):
-            conn = getattr(self, name)
-            if conn is not None:
-                conn.close()
-                setattr(self, name, None)
+        if self.sqlite is not None:
+            self.sqlite.close()
+            self.sqlite = None
         if self.write_thread is not None:
+            # Closed in its own thread, after a transaction that may still be running.
+            if self.sqlite_writer is not None:
+                self.write_thread.submit(self.sqlite_writer.close)
+                self.sqlite_writer = None
             self.write_thread.shutdown(wait=False)
             self.write_thread = None
         for name in ("pool", "write_pool"):
