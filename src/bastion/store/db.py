@@ -58,6 +58,7 @@ class Database:
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
+        self.pool_size = pool_size
         aurl = async_url(url)
         self.is_sqlite = aurl.startswith("sqlite")
         if self.is_sqlite:
