@@ -92,8 +92,8 @@ def bulk_fill(name: str, rows: int) -> None:
         f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d};' for t, n, k, d in constraints if k == "f"
     ]
     script = "\n".join(
-        ["SET maintenance_work_mem = '1GB';", *drop, FILL.format(n=rows), *build, "VACUUM (ANALYZE);",
-         "CREATE TABLE bench_fill (rows bigint NOT NULL);",
+        ["SET maintenance_work_mem = '1GB';", *drop, FILL.format(n=rows), *build,
+         "VACUUM (ANALYZE);", "CREATE TABLE bench_fill (rows bigint NOT NULL);",
          f"INSERT INTO bench_fill VALUES ({rows});"]
     )  # fmt: skip
     subprocess.run(
