@@ -147,3 +147,41 @@ def test_login_from_the_asgi_layer_answers_like_the_router(server: Server) -> No
             bad = c.post(path, content=b"{not json", headers={"content-type": "application/json"})
             assert bad.status_code == 422 or bad.status_code == 400
             assert bad.json()["error"] == "invalid_request"
+
+
+def test_session_lookups_made_together_each_get_their_own_row(server: Server) -> None:
+    """On PostgreSQL the lookups of one loop iteration share a query (store/direct.py
+    ``_Batch``): every caller still gets the row of its own token, None for an unknown
+    one, and the same as the engine's."""
+    from bastion.core.secrets import token_hash
+    from bastion.store import direct
+    from bastion.store import sessions as session_store
+    from bastion.store.db import Database
+
+    tokens = []
+    for _ in range(5):
+        with server.client() as c:
+            assert register(c, unique_email("batch")).status_code == 201
+            tokens.append(c.cookies.get("bastion_session") or "")
+    hashes = [token_hash(t) for t in tokens]
+    asked = [*hashes, token_hash("unknown"), hashes[0], *reversed(hashes)]
+
+    async def lookups() -> tuple[list[Any], list[Any]]:
+        import asyncio
+
+        db = Database(server.database_url)
+        try:
+            together = await asyncio.gather(*(session_store.lookup_direct(db, h) for h in asked))
+            async with db.read() as conn:
+                one_by_one = [await session_store.lookup(conn, h) for h in asked]
+            return [None if r is None else dict(r) for r in together], [
+                None if r is None else dict(r) for r in one_by_one
+            ]
+        finally:
+            await direct.close_direct(db)
+            await db.dispose()
+
+    together, one_by_one = run_async(lookups())
+    assert together == one_by_one
+    assert together[len(hashes)] is None
+    assert len({row["session_id"] for row in together if row}) == len(hashes)

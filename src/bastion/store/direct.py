@@ -152,6 +152,7 @@ class Direct:
         self.failed = False
         self.lock = asyncio.Lock()
         self.prepared: dict[Any, Prepared] = {}
+        self.batches: dict[Any, _Batch] = {}
         path = self.url.database
         if self.is_sqlite and (not path or path == ":memory:" or path.startswith("file:")):
             self.failed = True  # only the engine knows this database
@@ -174,6 +175,18 @@ class Direct:
         else:
             values = await (await self._pool("pool")).fetchrow(prep.sql, *args)
         return None if values is None else prep.row(values)
+
+    async def first_batched(self, one: Any, many: Any, key: Any) -> LazyRow | None:
+        """``first(one, {key_param: key})`` on PostgreSQL, sent together with the other
+        lookups of the same event-loop iteration as one ``many`` query (the same
+        columns, then the key; a bind ``keys`` taking the list). Raises Unavailable on
+        SQLite (its reads cost no round trip) or when only the engine can answer."""
+        if self.failed or self.is_sqlite:
+            raise Unavailable
+        batch = self.batches.get(many)
+        if batch is None:
+            batch = self.batches[many] = _Batch(self, self._prepare(one), self._prepare(many))
+        return await batch.get(key)
 
     def _sqlite_first(self, sql: str, args: tuple[Any, ...]) -> Any:
         if self.sqlite is None:
@@ -300,6 +313,52 @@ class Direct:
             if pool is not None:
                 await pool.close()
                 setattr(self, name, None)
+
+
+class _Batch:
+    """Lookups by one key gathered for one round trip. Requests that arrive together
+    (one epoll wake-up of many connections) start in the same loop iteration; the first
+    starts the query's task, which runs behind the others, so that under load one query
+    and one backend wake-up serve them all, and alone a lookup waits for nothing."""
+
+    def __init__(self, direct: Direct, one: Prepared, many: Prepared) -> None:
+        self.direct = direct
+        self.one = one
+        self.many = many
+        self.waiting: dict[Any, list[asyncio.Future[Any]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    async def get(self, key: Any) -> LazyRow | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.waiting:
+            # Its first step runs after the tasks already ready (the other requests of
+            # this wake-up); kept referenced, as the loop holds tasks only weakly.
+            self.task = loop.create_task(self._run())
+        self.waiting.setdefault(key, []).append(future)
+        result: LazyRow | None = await future
+        return result
+
+    async def _run(self) -> None:
+        batch, self.waiting = self.waiting, {}
+        try:
+            pool = await self.direct._pool("pool")
+            args = self.many.args({"keys": list(batch)})
+            records = await pool.run(lambda conn: conn.fetch(self.many.sql, *args))
+        except BaseException as exc:  # every waiter gets the error (or Unavailable)
+            for futures in batch.values():
+                for f in futures:
+                    if not f.done():
+                        f.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        found = {record[-1]: record for record in records}
+        for key, futures in batch.items():
+            record = found.get(key)
+            for f in futures:
+                if not f.done():  # a waiter whose request was cancelled
+                    f.set_result(None if record is None else self.one.row(record))
 
 
 class Prepared:
@@ -505,6 +564,17 @@ async def first_direct(
         async with db.read() as conn:
             row: RowMapping | None = (await conn.execute(stmt, dict(params))).mappings().first()
             return row
+
+
+async def first_direct_batched(
+    db: Database, one: Any, many: Any, key_param: str, key: Any
+) -> RowMapping | LazyRow | None:
+    """``first_direct(db, one, {key_param: key})``, batched with the lookups of the
+    same loop iteration on PostgreSQL (``Direct.first_batched``)."""
+    try:
+        return await direct_for(db).first_batched(one, many, key)
+    except Unavailable:
+        return await first_direct(db, one, {key_param: key})
 
 
 async def first_direct_write(db: Database, stmt: Any, params: Mapping[str, Any]) -> LazyRow | None:
