@@ -185,3 +185,47 @@ def test_session_lookups_made_together_each_get_their_own_row(server: Server) ->
     assert together == one_by_one
     assert together[len(hashes)] is None
     assert len({row["session_id"] for row in together if row}) == len(hashes)
+
+
+def test_bearer_principals_looked_up_together_each_get_their_own_row(server: Server) -> None:
+    """The bearer check's user + session read, batched like the session lookup."""
+    from bastion.store import direct
+    from bastion.store import tokens as token_store
+    from bastion.store.db import Database
+
+    pairs = []
+    for _ in range(4):
+        email = unique_email("bearer")
+        with server.client() as c:
+            assert register(c, email).status_code == 201
+        pairs.append(
+            sql(
+                server,
+                "SELECT u.id, s.id FROM users u JOIN sessions s ON s.user_id = u.id "
+                "WHERE u.email = ?",
+                (email,),
+            )[0]
+        )
+    asked = [*pairs, (pairs[0][0], "no-such-session"), ("no-such-user", pairs[1][1]), pairs[2]]
+
+    async def lookups() -> tuple[list[Any], list[Any]]:
+        import asyncio
+
+        db = Database(server.database_url)
+        try:
+            together = await asyncio.gather(
+                *(token_store.principal_direct(db, sub, sid) for sub, sid in asked)
+            )
+            async with db.read() as conn:
+                one_by_one = [await token_store.principal(conn, sub, sid) for sub, sid in asked]
+            return [None if r is None else dict(r) for r in together], [
+                None if r is None else dict(r) for r in one_by_one
+            ]
+        finally:
+            await direct.close_direct(db)
+            await db.dispose()
+
+    together, one_by_one = run_async(lookups())
+    assert together == one_by_one
+    assert together[len(pairs)]["live_session_id"] is None  # the user, without that session
+    assert together[len(pairs) + 1] is None

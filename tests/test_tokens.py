@@ -72,6 +72,18 @@ def jwks(server: Server) -> dict[str, Any]:
         return dict(r.json())
 
 
+def kids_soon(server: Server, *wanted: str) -> set[str]:
+    """The JWKS key ids once they include ``wanted``, or after 3 s. A key made by another
+    process (``bastion keys rotate``) is published at the next reload, which a JWKS
+    request forces at most once a second (flows/keys.py FORCED_RELOAD_INTERVAL)."""
+    deadline = time.monotonic() + 3
+    while True:
+        kids = {k["kid"] for k in jwks(server)["keys"]}
+        if set(wanted) <= kids or time.monotonic() > deadline:
+            return kids
+        time.sleep(0.2)
+
+
 def decode_with_jwks(server: Server, token: str) -> dict[str, Any]:
     """What a resource server does: pick the published key by kid, pin its alg."""
     kid = pyjwt.get_unverified_header(token)["kid"]
@@ -440,7 +452,7 @@ def test_two_processes_share_keys_and_refresh_rotation(make_server: ServerFactor
     assert out.returncode == 0, out.stderr
     new_kid = out.stdout.strip()
     for srv in (a, b):
-        assert new_kid in {k["kid"] for k in jwks(srv)["keys"]}
+        assert new_kid in kids_soon(srv, new_kid)
         assert session_status(srv, pair["access_token"]) == 200
         assert pyjwt.get_unverified_header(tokens_for(srv, email)["access_token"])["kid"] == new_kid
 
@@ -463,7 +475,7 @@ def test_keys_rotate_keeps_old_tokens_valid_and_publishes_both(make_server: Serv
     assert out.returncode == 0, out.stderr
     new_kid = out.stdout.strip()
     assert new_kid and new_kid != old_kid
-    assert {k["kid"] for k in jwks(srv)["keys"]} == {old_kid, new_kid}
+    assert kids_soon(srv, old_kid, new_kid) == {old_kid, new_kid}
     new = tokens_for(srv, email)
     assert pyjwt.get_unverified_header(new["access_token"])["kid"] == new_kid
     for pair in (old, new):
@@ -475,7 +487,7 @@ def test_keys_rotate_keeps_old_tokens_valid_and_publishes_both(make_server: Serv
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     es = srv.cli("keys", "rotate", "--alg", "ES256")
     assert es.returncode == 0, es.stderr
-    jwks(srv)  # the JWKS request reloads the key set early
+    kids_soon(srv, es.stdout.strip())  # JWKS requests reload the key set early
     latest = tokens_for(srv, email)["access_token"]
     assert pyjwt.get_unverified_header(latest)["alg"] == "ES256"
     assert decode_with_jwks(srv, latest)["sub"]

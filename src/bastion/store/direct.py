@@ -176,17 +176,20 @@ class Direct:
             values = await (await self._pool("pool")).fetchrow(prep.sql, *args)
         return None if values is None else prep.row(values)
 
-    async def first_batched(self, one: Any, many: Any, key: Any) -> LazyRow | None:
-        """``first(one, {key_param: key})`` on PostgreSQL, sent together with the other
-        lookups of the same event-loop iteration as one ``many`` query (the same
-        columns, then the key; a bind ``keys`` taking the list). Raises Unavailable on
-        SQLite (its reads cost no round trip) or when only the engine can answer."""
+    async def first_batched(self, one: Any, many: Any, params: Mapping[str, Any]) -> LazyRow | None:
+        """``first(one, params)`` on PostgreSQL, sent together with the other lookups of
+        the same event-loop iteration as one ``many`` query: ``one``'s columns followed
+        by the parameters' values, for the lists bound as ``<name>_list``. Raises
+        Unavailable on SQLite (its reads cost no round trip) or when only the engine
+        can answer."""
         if self.failed or self.is_sqlite:
             raise Unavailable
         batch = self.batches.get(many)
         if batch is None:
-            batch = self.batches[many] = _Batch(self, self._prepare(one), self._prepare(many))
-        return await batch.get(key)
+            batch = self.batches[many] = _Batch(
+                self, self._prepare(one), self._prepare(many), tuple(params)
+            )
+        return await batch.get(tuple(params.values()))
 
     def _sqlite_first(self, sql: str, args: tuple[Any, ...]) -> Any:
         if self.sqlite is None:
@@ -321,10 +324,11 @@ class _Batch:
     starts the query's task, which runs behind the others, so that under load one query
     and one backend wake-up serve them all, and alone a lookup waits for nothing."""
 
-    def __init__(self, direct: Direct, one: Prepared, many: Prepared) -> None:
+    def __init__(self, direct: Direct, one: Prepared, many: Prepared, names: tuple[str, ...]):
         self.direct = direct
         self.one = one
         self.many = many
+        self.names = names
         self.waiting: dict[Any, list[asyncio.Future[Any]]] = {}
         self.task: asyncio.Task[None] | None = None
 
@@ -343,7 +347,8 @@ class _Batch:
         batch, self.waiting = self.waiting, {}
         try:
             pool = await self.direct._pool("pool")
-            args = self.many.args({"keys": list(batch)})
+            lists = {f"{n}_list": [key[i] for key in batch] for i, n in enumerate(self.names)}
+            args = self.many.args(lists)
             records = await pool.run(lambda conn: conn.fetch(self.many.sql, *args))
         except BaseException as exc:  # every waiter gets the error (or Unavailable)
             for futures in batch.values():
@@ -353,7 +358,8 @@ class _Batch:
             if not isinstance(exc, Exception):
                 raise
             return
-        found = {record[-1]: record for record in records}
+        width = len(self.names)
+        found = {tuple(record[-width:]): record for record in records}
         for key, futures in batch.items():
             record = found.get(key)
             for f in futures:
@@ -567,14 +573,14 @@ async def first_direct(
 
 
 async def first_direct_batched(
-    db: Database, one: Any, many: Any, key_param: str, key: Any
+    db: Database, one: Any, many: Any, params: Mapping[str, Any]
 ) -> RowMapping | LazyRow | None:
-    """``first_direct(db, one, {key_param: key})``, batched with the lookups of the
-    same loop iteration on PostgreSQL (``Direct.first_batched``)."""
+    """``first_direct(db, one, params)``, batched with the lookups of the same loop
+    iteration on PostgreSQL (``Direct.first_batched``)."""
     try:
-        return await direct_for(db).first_batched(one, many, key)
+        return await direct_for(db).first_batched(one, many, params)
     except Unavailable:
-        return await first_direct(db, one, {key_param: key})
+        return await first_direct(db, one, params)
 
 
 async def first_direct_write(db: Database, stmt: Any, params: Mapping[str, Any]) -> LazyRow | None:

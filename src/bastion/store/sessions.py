@@ -36,9 +36,9 @@ _LOOKUP = (
 )
 # The same columns for many token hashes at once, each row followed by its hash.
 _LOOKUP_MANY = (
-    select(*_LOOKUP.selected_columns, sessions.c.token_hash.label("batch_key"))
+    select(*_LOOKUP.selected_columns, sessions.c.token_hash.label("batch_h"))
     .join_from(sessions, users, users.c.id == sessions.c.user_id)
-    .where(sessions.c.token_hash == any_(bindparam("keys", type_=ARRAY(String))))
+    .where(sessions.c.token_hash == any_(bindparam("h_list", type_=ARRAY(String))))
 )
 _TOUCH = (
     update(sessions)
@@ -67,7 +67,7 @@ async def lookup(conn: AsyncConnection, token_hash: str) -> RowMapping | None:
 async def lookup_direct(db: Database, token_hash: str) -> RowMapping | LazyRow | None:
     """``lookup`` on the hot path (every cookie-authenticated request); on PostgreSQL the
     lookups of one loop iteration share a query (``_LOOKUP_MANY``)."""
-    return await first_direct_batched(db, _LOOKUP, _LOOKUP_MANY, "h", token_hash)
+    return await first_direct_batched(db, _LOOKUP, _LOOKUP_MANY, {"h": token_hash})
 
 
 async def touch(conn: AsyncConnection, session_id: str, now: datetime, before: datetime) -> None:

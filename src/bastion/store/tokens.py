@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, select, text, true, update
+from sqlalchemy import String, and_, bindparam, exists, func, select, text, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.store.db import Database
-from bastion.store.direct import first_direct, first_direct_write
+from bastion.store.direct import first_direct_batched, first_direct_write
 from bastion.store.tables import TS, sessions, users
 from bastion.store.tables import refresh_tokens as rt
 
@@ -70,6 +71,29 @@ _PRINCIPAL = (
     )
     .where(users.c.id == bindparam("sub"))
 )
+
+
+def _principals_many() -> Any:
+    """``_PRINCIPAL`` for many (sub, sid) pairs at once, each row followed by its pair."""
+    pairs = (
+        func.unnest(
+            bindparam("sub_list", type_=ARRAY(String)), bindparam("sid_list", type_=ARRAY(String))
+        )
+        .table_valued("sub", "sid")
+        .render_derived(name="batch")
+    )
+    return select(
+        *_PRINCIPAL.selected_columns,
+        pairs.c.sub.label("batch_sub"),
+        pairs.c.sid.label("batch_sid"),
+    ).select_from(
+        pairs.join(users, users.c.id == pairs.c.sub).outerjoin(
+            sessions, and_(sessions.c.id == pairs.c.sid, sessions.c.user_id == users.c.id)
+        )
+    )
+
+
+_PRINCIPAL_MANY = _principals_many()
 
 
 def _rotate_in_one_statement() -> Any:
@@ -214,7 +238,9 @@ async def revoke_family(conn: AsyncConnection, family_id: str, now: datetime) ->
 async def principal_direct(db: Database, user_id: str, session_id: str) -> Any:
     """``principal`` on the hot path (every bearer request): through the driver-level
     connections of store/direct.py, falling back to the engine."""
-    return await first_direct(db, _PRINCIPAL, {"sub": user_id, "sid": session_id})
+    return await first_direct_batched(
+        db, _PRINCIPAL, _PRINCIPAL_MANY, {"sub": user_id, "sid": session_id}
+    )
 
 
 async def principal(
