@@ -5,7 +5,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,14 +149,41 @@ def test_login_from_the_asgi_layer_answers_like_the_router(server: Server) -> No
             assert bad.json()["error"] == "invalid_request"
 
 
+def _together_and_one_by_one(
+    server: Server,
+    together: Callable[[Any], list[Awaitable[Any]]],
+    one_by_one: Callable[[Any], list[Awaitable[Any]]],
+) -> tuple[list[Any], list[Any]]:
+    """Rows of lookups made at once through the hot path (one loop iteration, so batched
+    on PostgreSQL), and of the same lookups one by one through the engine."""
+    from bastion.store import direct
+    from bastion.store.db import Database
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        import asyncio
+
+        db = Database(server.database_url)
+        try:
+            at_once = await asyncio.gather(*together(db))
+            async with db.read() as conn:
+                each = [await lookup for lookup in one_by_one(conn)]
+            return [None if r is None else dict(r) for r in at_once], [
+                None if r is None else dict(r) for r in each
+            ]
+        finally:
+            await direct.close_direct(db)
+            await db.dispose()
+
+    result: tuple[list[Any], list[Any]] = run_async(run())
+    return result
+
+
 def test_session_lookups_made_together_each_get_their_own_row(server: Server) -> None:
     """On PostgreSQL the lookups of one loop iteration share a query (store/direct.py
     ``_Batch``): every caller still gets the row of its own token, None for an unknown
     one, and the same as the engine's."""
     from bastion.core.secrets import token_hash
-    from bastion.store import direct
     from bastion.store import sessions as session_store
-    from bastion.store.db import Database
 
     tokens = []
     for _ in range(5):
@@ -166,22 +193,11 @@ def test_session_lookups_made_together_each_get_their_own_row(server: Server) ->
     hashes = [token_hash(t) for t in tokens]
     asked = [*hashes, token_hash("unknown"), hashes[0], *reversed(hashes)]
 
-    async def lookups() -> tuple[list[Any], list[Any]]:
-        import asyncio
-
-        db = Database(server.database_url)
-        try:
-            together = await asyncio.gather(*(session_store.lookup_direct(db, h) for h in asked))
-            async with db.read() as conn:
-                one_by_one = [await session_store.lookup(conn, h) for h in asked]
-            return [None if r is None else dict(r) for r in together], [
-                None if r is None else dict(r) for r in one_by_one
-            ]
-        finally:
-            await direct.close_direct(db)
-            await db.dispose()
-
-    together, one_by_one = run_async(lookups())
+    together, one_by_one = _together_and_one_by_one(
+        server,
+        lambda db: [session_store.lookup_direct(db, h) for h in asked],
+        lambda conn: [session_store.lookup(conn, h) for h in asked],
+    )
     assert together == one_by_one
     assert together[len(hashes)] is None
     assert len({row["session_id"] for row in together if row}) == len(hashes)
@@ -189,9 +205,7 @@ def test_session_lookups_made_together_each_get_their_own_row(server: Server) ->
 
 def test_bearer_principals_looked_up_together_each_get_their_own_row(server: Server) -> None:
     """The bearer check's user + session read, batched like the session lookup."""
-    from bastion.store import direct
     from bastion.store import tokens as token_store
-    from bastion.store.db import Database
 
     pairs = []
     for _ in range(4):
@@ -208,24 +222,11 @@ def test_bearer_principals_looked_up_together_each_get_their_own_row(server: Ser
         )
     asked = [*pairs, (pairs[0][0], "no-such-session"), ("no-such-user", pairs[1][1]), pairs[2]]
 
-    async def lookups() -> tuple[list[Any], list[Any]]:
-        import asyncio
-
-        db = Database(server.database_url)
-        try:
-            together = await asyncio.gather(
-                *(token_store.principal_direct(db, sub, sid) for sub, sid in asked)
-            )
-            async with db.read() as conn:
-                one_by_one = [await token_store.principal(conn, sub, sid) for sub, sid in asked]
-            return [None if r is None else dict(r) for r in together], [
-                None if r is None else dict(r) for r in one_by_one
-            ]
-        finally:
-            await direct.close_direct(db)
-            await db.dispose()
-
-    together, one_by_one = run_async(lookups())
+    together, one_by_one = _together_and_one_by_one(
+        server,
+        lambda db: [token_store.principal_direct(db, sub, sid) for sub, sid in asked],
+        lambda conn: [token_store.principal(conn, sub, sid) for sub, sid in asked],
+    )
     assert together == one_by_one
     assert together[len(pairs)]["live_session_id"] is None  # the user, without that session
     assert together[len(pairs) + 1] is None

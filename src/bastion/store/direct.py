@@ -577,10 +577,13 @@ async def first_direct_batched(
 ) -> RowMapping | LazyRow | None:
     """``first_direct(db, one, params)``, batched with the lookups of the same loop
     iteration on PostgreSQL (``Direct.first_batched``)."""
-    try:
-        return await direct_for(db).first_batched(one, many, params)
-    except Unavailable:
-        return await first_direct(db, one, params)
+    found = direct_for(db)
+    if not found.is_sqlite:  # SQLite's read is a function call: nothing to batch
+        try:
+            return await found.first_batched(one, many, params)
+        except Unavailable:
+            pass
+    return await first_direct(db, one, params)
 
 
 async def first_direct_write(db: Database, stmt: Any, params: Mapping[str, Any]) -> LazyRow | None:
