@@ -367,6 +367,9 @@ class _NoServer(Server):
         return []
 
 
+BARE_LOGIN = "bare HTTP login (hash only, no database)"
+
+
 def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
     """Target 3: logins vs bare Argon2id, and session p99 while logins saturate the CPU."""
     t = Table(
@@ -387,8 +390,12 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         main = ctx.bastion(db, workers)
         red = ctx.bastion(db, workers, redis=True) if ctx.have_redis and not ctx.quick else None
         servers = [s for s in (main, red) if s is not None]
+        # The same logins against a server that only parses, hashes and answers (no
+        # database): tells the HTTP server's share of the overhead from the database's.
+        bare = ctx.bare(workers)
         emails = [f"login{i}@example.com" for i in range(threads * 2)]
         cookies = {}
+        bare.wait()
         for s in servers:
             s.wait()
             for e in emails:
@@ -397,7 +404,14 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         lua = ctx.script("login.lua", LOGIN_LUA)
         env = {"BENCH_USERS": str(users_file)}
         floor = Variant("bare argon2id", _NoServer(), lambda sec: argon2_floor(threads, sec))
-        variants = [floor] + [
+        http_only = Variant(
+            BARE_LOGIN,
+            bare,
+            lambda sec, bare=bare, lua=lua, env=env: wrk(
+                bare.url + "/", sec, conns, script=lua, env=env
+            ),  # type: ignore[misc]
+        )
+        variants = [floor, http_only] + [
             Variant(
                 s.name.split(" ", 2)[-1].replace(f"w{workers}", "login").strip(),
                 s,
@@ -418,17 +432,18 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         for v in variants:
             v.warn_bad()
             during = None
-            if v is not floor:
+            if v not in (floor, http_only):
                 during = logins_with_sessions(
                     v.server, cookies[v.server.name], lua, env, conns, ctx
                 )
             r = ratio(v, floor) if v is not floor else 1.0
             lf, pf = TARGETS["login_vs_argon2"], TARGETS["session_p99_during_logins_ms"]
+            bastion = v not in (floor, http_only)
             t.add(
-                db, str(workers), "Bastion " + v.name if v is not floor else v.name,
+                db, str(workers), "Bastion " + v.name if bastion else v.name,
                 str(threads), v.med("rps"), v.med("p99") if v is not floor else "",
-                fmt_ratio(r), f"≥ {lf}" if v is not floor else "",
-                verdict(r, lf) if v is not floor else "",
+                fmt_ratio(r), f"≥ {lf}" if bastion else "",
+                verdict(r, lf) if bastion else "",
                 f"{during.p99:.1f} ({during.rps:.0f} req/s)" if during else "",
                 f"< {pf:g}" if during else "",
                 verdict(during.p99, pf, higher_is_better=False) if during else "",
@@ -438,7 +453,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
                 "session_p99_ms_during": during.p99 if during else None,
                 "bad": sum(x.bad for x in v.runs),
             }  # fmt: skip
-        ctx.stop(*servers)
+        ctx.stop(bare, *servers)
     return [t]
 
 
