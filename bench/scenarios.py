@@ -431,14 +431,14 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             side_by_side(variants, max(ctx.rounds, LOGIN_ROUNDS), max(ctx.seconds, LOGIN_SECONDS))
         for v in variants:
             v.warn_bad()
+            bastion = v not in (floor, http_only)
             during = None
-            if v not in (floor, http_only):
+            if bastion:
                 during = logins_with_sessions(
                     v.server, cookies[v.server.name], lua, env, conns, ctx
                 )
             r = ratio(v, floor) if v is not floor else 1.0
             lf, pf = TARGETS["login_vs_argon2"], TARGETS["session_p99_during_logins_ms"]
-            bastion = v not in (floor, http_only)
             t.add(
                 db, str(workers), "Bastion " + v.name if bastion else v.name,
                 str(threads), v.med("rps"), v.med("p99") if v is not floor else "",
