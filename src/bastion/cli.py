@@ -143,6 +143,27 @@ def unlock(email: str = typer.Argument(..., help="Email of the account to unlock
 
 
 @app.command()
+def housekeeping() -> None:
+    """Delete expired sessions, one-time tokens, rate-limit windows and old
+    suspicious-email marks now (the server does it every HOUSEKEEPING_INTERVAL s)."""
+    from bastion.flows.housekeeping import sweep
+    from bastion.runtime import Bastion
+
+    settings = settings_or_exit()
+    migrate_or_exit(settings)
+
+    async def go() -> dict[str, int]:
+        bx = Bastion.create(settings)
+        try:
+            return await sweep(bx)
+        finally:
+            await bx.close()
+
+    deleted = run(go())
+    typer.echo(", ".join(f"{name}: {n}" for name, n in deleted.items()))
+
+
+@app.command()
 def outbox(
     show: int | None = typer.Option(None, "--show", min=1, help="Print one message in full."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     ip_failure_limit: int = Field(default=10, ge=1)
     ip_failure_window: int = Field(default=900, ge=1)
     session_ttl: int = Field(default=2_592_000, ge=60)
+    # Seconds between sweeps of expired rows (flows/housekeeping.py); 0 turns them off.
+    housekeeping_interval: float = Field(default=3600, ge=0)
     access_token_ttl: int = Field(default=900, ge=1)
     refresh_token_ttl: int = Field(default=604_800, ge=1)
     refresh_reuse_grace: int = Field(default=0, ge=0)

@@ -105,6 +105,7 @@ sessions = Table(
     Index("ix_sessions_user_id", "user_id"),
     Index("ix_sessions_user_created", "user_id", "created_at"),  # 0002_admin
     Index("ix_sessions_created", "created_at"),  # 0002_admin
+    Index("ix_sessions_expires", "expires_at"),  # 0004_housekeeping
 )
 
 # Every browser/OS/device type a user ever signed in from, revoked sessions included,
@@ -174,6 +175,7 @@ one_time_tokens = Table(
     Column("failed_attempts", Integer, nullable=False, default=0),
     Column("data", JSON, nullable=True),
     Index("ix_one_time_tokens_user_purpose", "user_id", "purpose"),
+    Index("ix_one_time_tokens_expires", "expires_at"),  # 0004_housekeeping
 )
 
 backup_codes = Table(
@@ -234,6 +236,7 @@ rate_limits = Table(
     Column("key", String(300), primary_key=True),
     Column("count", Integer, nullable=False),
     Column("window_ends_at", TS, nullable=False),
+    Index("ix_rate_limits_window_ends", "window_ends_at"),  # 0004_housekeeping
 )
 
 outbox = Table(

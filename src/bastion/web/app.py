@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from bastion.flows import housekeeping
 from bastion.logs import configure_logging
 from bastion.mail import worker as mail_worker
 from bastion.runtime import Bastion
@@ -71,6 +72,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
 STARTUP_HOOKS: list = [sessions_api.warm_up]  # type: ignore[type-arg]
 STARTUP_HOOKS.append(mail_worker.start)  # outbox delivery (SPEC §11)
 STARTUP_HOOKS.append(tokens_api.startup)  # JWT signing key, bearer verifier (SPEC §8)
+STARTUP_HOOKS.append(housekeeping.start)  # expired sessions, tokens, counters
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

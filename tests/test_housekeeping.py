@@ -1,0 +1,117 @@
+"""The sweep of expired rows (flows/housekeeping.py, store/housekeeping.py): it deletes
+expired sessions, one-time tokens, rate-limit windows and old suspicious-email marks,
+and nothing live; by hand (``bastion housekeeping``) and periodically in the server."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.conftest import ServerFactory
+from tests.support import Server, db_query, register, unique_email
+
+OFF = {"BASTION_HOUSEKEEPING_INTERVAL": "0"}
+
+
+def _time(server: Server, year: int) -> str:
+    """A UTC instant in the form the server stores it (naive on SQLite)."""
+    if server.database_url.startswith("sqlite"):
+        return f"{year}-01-01 00:00:00.000000"
+    return f"{year}-01-01 00:00:00+00"
+
+
+def _count(server: Server, table: str, where: str = "1=1") -> int:
+    return int(db_query(server.database_url, f"SELECT count(*) FROM {table} WHERE {where}")[0][0])
+
+
+def _session_id(client: httpx.Client) -> str:
+    r = client.get("/api/auth/session")
+    assert r.status_code == 200, r.text
+    return str(r.json()["session"]["id"])
+
+
+def _token(server: Server, token_id: str, user_id: str, expires: str) -> None:
+    db_query(
+        server.database_url,
+        "INSERT INTO one_time_tokens (id, token_hash, user_id, purpose, created_at, "
+        f"expires_at, failed_attempts) VALUES ('{token_id}', '{token_id * 2}', '{user_id}', "
+        f"'password_reset', '{_time(server, 1999)}', '{expires}', 0)",
+    )
+
+
+def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory) -> None:
+    server = make_server(env=OFF)
+    old, new = _time(server, 2000), _time(server, 2999)
+    with server.client() as gone, server.client() as live:
+        assert register(gone, unique_email("hk-gone")).status_code == 201
+        assert register(live, unique_email("hk-live")).status_code == 201
+        gone_id, live_id = _session_id(gone), _session_id(live)
+        user_id = live.get("/api/auth/session").json()["user"]["id"]
+        db_query(
+            server.database_url, f"UPDATE sessions SET expires_at = '{old}' WHERE id = '{gone_id}'"
+        )
+        _token(server, "hkoldtoken", user_id, old)
+        _token(server, "hknewtoken", user_id, new)
+        db_query(
+            server.database_url,
+            "INSERT INTO rate_limits (key, count, window_ends_at) VALUES "
+            f"('hk-old', 3, '{old}'), ('hk-new', 3, '{new}')",
+        )
+        db_query(
+            server.database_url,
+            "INSERT INTO suspicious_emails (email, last_failed_at) VALUES "
+            f"('hk-old@example.com', '{old}'), ('hk-new@example.com', '{new}')",
+        )
+        before = {t: _count(server, t) for t in ("sessions", "one_time_tokens", "rate_limits")}
+
+        r = server.cli("housekeeping")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == (
+            "sessions: 1, one_time_tokens: 1, rate_limits: 1, suspicious_emails: 1"
+        )
+        assert _count(server, "sessions") == before["sessions"] - 1
+        assert _count(server, "sessions", f"id = '{gone_id}'") == 0
+        assert _count(server, "one_time_tokens") == before["one_time_tokens"] - 1
+        assert _count(server, "one_time_tokens", "id = 'hknewtoken'") == 1
+        assert _count(server, "rate_limits") == before["rate_limits"] - 1
+        assert _count(server, "rate_limits", "key = 'hk-new'") == 1
+        assert _count(server, "suspicious_emails") == 1
+        assert _count(server, "suspicious_emails", "email = 'hk-new@example.com'") == 1
+        # The live session still works, the expired one answered 401 before and after.
+        assert _session_id(live) == live_id
+        assert gone.get("/api/auth/session").status_code == 401
+
+        # A second sweep finds nothing.
+        r = server.cli("housekeeping")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == (
+            "sessions: 0, one_time_tokens: 0, rate_limits: 0, suspicious_emails: 0"
+        )
+
+
+def test_sweep_deletes_more_than_one_batch(make_server: ServerFactory) -> None:
+    server = make_server(env=OFF)
+    db_query(
+        server.database_url,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
+        "INSERT INTO rate_limits (key, count, window_ends_at) "
+        f"SELECT 'hk-bulk-' || i, 1, '{_time(server, 2000)}' FROM n",
+    )
+    r = server.cli("housekeeping")
+    assert r.returncode == 0, r.stderr
+    assert "rate_limits: 2500," in r.stdout
+    assert _count(server, "rate_limits", "key LIKE 'hk-bulk-%'") == 0
+
+
+def test_the_server_sweeps_by_itself(make_server: ServerFactory) -> None:
+    server = make_server(env={"BASTION_HOUSEKEEPING_INTERVAL": "0.5"})
+    db_query(
+        server.database_url,
+        "INSERT INTO rate_limits (key, count, window_ends_at) "
+        f"VALUES ('hk-auto', 1, '{_time(server, 2000)}')",
+    )
+    deadline = time.monotonic() + 15
+    while _count(server, "rate_limits", "key = 'hk-auto'") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _count(server, "rate_limits", "key = 'hk-auto'") == 0
