@@ -97,10 +97,6 @@ async def list_for_user(conn: AsyncConnection, user_id: str, now: datetime) -> l
     return list((await conn.execute(stmt)).mappings().all())
 
 
-async def delete_expired(conn: AsyncConnection, now: datetime) -> int:
-    return (await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))).rowcount or 0
-
-
 async def count_for_user(conn: AsyncConnection, user_id: str) -> int:
     stmt = select(func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
     return int((await conn.execute(stmt)).scalar_one())
