@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, delete, func, select, update
+from sqlalchemy import String, and_, any_, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -95,8 +95,3 @@ async def list_for_user(conn: AsyncConnection, user_id: str, now: datetime) -> l
         .order_by(sessions.c.last_active_at.desc())
     )
     return list((await conn.execute(stmt)).mappings().all())
-
-
-async def count_for_user(conn: AsyncConnection, user_id: str) -> int:
-    stmt = select(func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
-    return int((await conn.execute(stmt)).scalar_one())
