@@ -136,6 +136,9 @@ class Context:
             "BASTION_RATE_LIMITS": '{"*": [1000000000, 60]}',
             "BASTION_IP_FAILURE_LIMIT": "1000000000",
             "BASTION_LOG_LEVEL": "WARNING",
+            # No sweep of expired rows mid-measurement, and none of the growth databases'
+            # rows (their sessions expire 30 days after the fill).
+            "BASTION_HOUSEKEEPING_INTERVAL": "0",
         }
         if redis:
             env["BASTION_REDIS_URL"] = REDIS_URL
