@@ -1,9 +1,9 @@
 """Where a login's CPU goes, per thread: the measurement behind docs/performance.md
 ("Where the floor is missed").
 
-Starts ``bastion serve`` on its own (SQLite in a temporary directory, or a fresh
-PostgreSQL database), registers a few users, drives logins with wrk as bench/run.py
-does, and reads ``/proc/<pid>/task/*/stat`` of the workers and of every PostgreSQL
+Starts ``bastion serve`` as bench/run.py does (SQLite in a temporary directory, or a
+fresh PostgreSQL database), registers a few users, drives logins with the bench's wrk
+script, and reads ``/proc/<pid>/task/*/stat`` of the workers and of every PostgreSQL
 backend before and after, plus ``/proc/stat`` for the whole machine. Prints the CPU
 per login of each group: event loops (a worker's main thread), Argon2id threads,
 other threads (the SQLite writer), PostgreSQL processes. Linux only.
@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from scenarios import LOGIN_LUA
-
-from support import ROOT, STRONG, drop_pg_database, free_port, fresh_pg_database, http
+from run import wrk
+from scenarios import LOGIN_LUA, Context, register
 
 
 def thread_ticks(pids: list[int]) -> dict[tuple[int, int], tuple[str, int, int]]:
@@ -54,9 +50,20 @@ def machine_ticks() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
 
 
-def pgrep(*args: str) -> list[int]:
-    found = subprocess.run(["pgrep", *args], capture_output=True, text=True).stdout.split()
-    return [int(x) for x in found]
+def postgres_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "postgres:"], capture_output=True, text=True)
+    return [int(x) for x in found.stdout.split()]
+
+
+def group_of(key: tuple[int, int], name: str, nice: int) -> str:
+    pid, tid = key
+    if name.startswith("postgres"):
+        return "PostgreSQL processes"
+    if pid == tid:
+        return "event loops (main threads)"
+    # Argon2id threads run at nice 10 (bastion/runtime.py); the rest is the SQLite
+    # writer and the default executor.
+    return "Argon2id threads (nice 10)" if nice > 0 else "other threads (SQLite writer)"
 
 
 def main() -> None:
@@ -68,84 +75,36 @@ def main() -> None:
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bastion-login-threads-"))
-    pg_db = fresh_pg_database("bench_threads") if args.db == "pg" else None
-    url = f"postgresql://postgres@127.0.0.1:5432/{pg_db}" if pg_db else f"sqlite:///{tmp}/b.db"
-    port = free_port()
-    env = {
-        **os.environ,
-        "BASTION_DATABASE_URL": url,
-        "BASTION_SECRET_KEY": "bench-secret-key-" + "x" * 32,
-        "BASTION_DATA_DIR": str(tmp / "data"),
-        "BASTION_RATE_LIMITS": '{"*": [1000000000, 60]}',
-        "BASTION_IP_FAILURE_LIMIT": "1000000000",
-        "BASTION_LOG_LEVEL": "WARNING",
-        "BASTION_BASE_URL": f"http://127.0.0.1:{port}",
-    }
-    cmd = [str(ROOT / ".venv/bin/bastion"), "serve", "--port", str(port)]
-    server = subprocess.Popen(
-        [*cmd, "--workers", str(args.workers)],
-        env=env,
-        cwd=tmp,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    ctx = Context(tmp, args.seconds, 1, False, args.db == "pg", False, None, 0)
     try:
-        for _ in range(300):
-            try:
-                if http(port, "GET", "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        server = ctx.bastion(args.db, args.workers).wait()
         emails = [f"login{i}@example.com" for i in range(args.workers * 4)]
         for e in emails:
-            http(port, "POST", "/api/auth/register", {"email": e, "password": STRONG})
-        (tmp / "users.txt").write_text("\n".join(emails) + "\n")
-        (tmp / "login.lua").write_text(LOGIN_LUA)
-        wrk_env = {**os.environ, "BENCH_USERS": str(tmp / "users.txt")}
-
-        def wrk(seconds: int) -> str:
-            run = subprocess.run(
-                ["wrk", "-t2", f"-c{args.connections}", f"-d{seconds}s", "-s",
-                 str(tmp / "login.lua"), f"http://127.0.0.1:{port}/"],
-                env=wrk_env, capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            return run.stdout
-
-        wrk(3)  # warm-up
-        pids = pgrep("-s", str(server.pid)) + pgrep("-f", "postgres:")
+            register(server, e)
+        users = ctx.script("users.txt", "\n".join(emails) + "\n")
+        lua = ctx.script("login.lua", LOGIN_LUA)
+        env = {"BENCH_USERS": str(users)}
+        wrk(server.url + "/", 3, args.connections, script=lua, env=env)  # warm-up
+        pids = server.pids() + postgres_pids()
         m0, t0 = machine_ticks(), thread_ticks(pids)
-        out = wrk(args.seconds)
+        run = wrk(server.url + "/", args.seconds, args.connections, script=lua, env=env)
         m1, t1 = machine_ticks(), thread_ticks(pids)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait()
-        if pg_db:
-            drop_pg_database(pg_db)
+        ctx.stop_all()
 
-    found = re.search(r"(\d+) requests in", out)
-    logins = int(found.group(1)) if found else 0
-    if not logins:
-        raise SystemExit("no logins completed:\n" + out)
+    logins = run.requests - run.bad
+    if logins <= 0:
+        raise SystemExit(f"no logins completed ({run.bad} bad answers)")
     groups: dict[str, int] = {}
     for key, (name, ticks, nice) in t1.items():
-        if key not in t0:
-            continue
-        pid, tid = key
-        if name.startswith("postgres"):
-            group = "PostgreSQL processes"
-        elif pid == tid:
-            group = "event loops (main threads)"
-        elif nice > 0:
-            group = "Argon2id threads (nice 10)"
-        else:
-            group = "other threads (SQLite writer)"
-        groups[group] = groups.get(group, 0) + ticks - t0[key][1]
+        if key in t0:
+            group = group_of(key, name, nice)
+            groups[group] = groups.get(group, 0) + ticks - t0[key][1]
     hz = os.sysconf("SC_CLK_TCK")
     print(f"{logins} logins in {args.seconds} s = {logins / args.seconds:.1f}/s "
           f"({args.db}, {args.workers} workers, wrk -c{args.connections})")  # fmt: skip
     for group, ticks in sorted(groups.items(), key=lambda g: -g[1]):
-        print(f"  {group:28s} {ticks * 1000 / hz / logins:7.2f} ms CPU per login")
+        print(f"  {group:30s} {ticks * 1000 / hz / logins:7.2f} ms CPU per login")
     names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
     split = ", ".join(f"{n} {(b - a) / hz:.2f}" for n, a, b in zip(names, m0, m1, strict=True))
     print(f"  machine, seconds: {split}")
