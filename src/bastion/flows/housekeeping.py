@@ -32,8 +32,6 @@ async def _run(bx: Bastion, interval: float) -> None:
             deleted = await sweep(bx)
             if any(deleted.values()):
                 log.info("housekeeping deleted %s", deleted)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - the database may be down; retry later
             log.warning("housekeeping failed (%s); next try in %s s", type(exc).__name__, interval)
         await asyncio.sleep(interval)
@@ -44,4 +42,4 @@ async def start(bx: Bastion) -> asyncio.Task[None] | None:
     interval = bx.settings.housekeeping_interval
     if not interval:
         return None
-    return asyncio.create_task(_run(bx, float(interval)), name="bastion-housekeeping")
+    return asyncio.create_task(_run(bx, interval), name="bastion-housekeeping")
