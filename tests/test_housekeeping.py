@@ -5,6 +5,7 @@ and nothing live; by hand (``bastion housekeeping``) and periodically in the ser
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -102,6 +103,23 @@ def test_sweep_deletes_more_than_one_batch(make_server: ServerFactory) -> None:
     assert r.returncode == 0, r.stderr
     assert "rate_limits: 2500," in r.stdout
     assert _count(server, "rate_limits", "key LIKE 'hk-bulk-%'") == 0
+
+
+def test_two_sweeps_at_once_delete_every_row_once(make_server: ServerFactory) -> None:
+    server = make_server(env=OFF)
+    db_query(
+        server.database_url,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO rate_limits (key, count, window_ends_at) "
+        f"SELECT 'hk-race-' || i, 1, '{_time(server, 2000)}' FROM n",
+    )
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: server.cli("housekeeping"), range(2)))
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    counts = [int(r.stdout.split("rate_limits: ")[1].split(",")[0]) for r in runs]
+    assert sum(counts) == 3000, counts
+    assert _count(server, "rate_limits", "key LIKE 'hk-race-%'") == 0
 
 
 def test_the_server_sweeps_by_itself(make_server: ServerFactory) -> None:

@@ -65,7 +65,9 @@ async def purge_expired(db: Database, now: datetime) -> dict[str, int]:
             async with db.write() as conn:
                 n = (await conn.execute(stmt, {"cutoff": now - keep})).rowcount or 0
             total += n
-            if n < BATCH:
+            # Until a batch finds nothing: a short one may only mean that a sweep in
+            # another process took those rows first.
+            if n == 0:
                 break
         deleted[name] = total
     return deleted
