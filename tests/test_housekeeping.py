@@ -41,6 +41,16 @@ def _token(server: Server, token_id: str, user_id: str, expires: str) -> None:
     )
 
 
+def _ended_windows(server: Server, prefix: str, n: int) -> None:
+    """n rate-limit rows whose windows ended long ago, keyed prefix1..prefixN."""
+    db_query(
+        server.database_url,
+        f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) "
+        "INSERT INTO rate_limits (key, count, window_ends_at) "
+        f"SELECT '{prefix}' || i, 1, '{_time(server, 2000)}' FROM n",
+    )
+
+
 def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory) -> None:
     server = make_server(env=OFF)
     old, new = _time(server, 2000), _time(server, 2999)
@@ -93,12 +103,7 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
 
 def test_sweep_deletes_more_than_one_batch(make_server: ServerFactory) -> None:
     server = make_server(env=OFF)
-    db_query(
-        server.database_url,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) "
-        "INSERT INTO rate_limits (key, count, window_ends_at) "
-        f"SELECT 'hk-bulk-' || i, 1, '{_time(server, 2000)}' FROM n",
-    )
+    _ended_windows(server, "hk-bulk-", 2500)
     r = server.cli("housekeeping")
     assert r.returncode == 0, r.stderr
     assert "rate_limits: 2500," in r.stdout
@@ -107,12 +112,7 @@ def test_sweep_deletes_more_than_one_batch(make_server: ServerFactory) -> None:
 
 def test_two_sweeps_at_once_delete_every_row_once(make_server: ServerFactory) -> None:
     server = make_server(env=OFF)
-    db_query(
-        server.database_url,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
-        "INSERT INTO rate_limits (key, count, window_ends_at) "
-        f"SELECT 'hk-race-' || i, 1, '{_time(server, 2000)}' FROM n",
-    )
+    _ended_windows(server, "hk-race-", 3000)
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: server.cli("housekeeping"), range(2)))
     for r in runs:
