@@ -2,7 +2,8 @@
 ("Where the floor is missed").
 
 Starts ``bastion serve`` as bench/run.py does (SQLite in a temporary directory, or a
-fresh PostgreSQL database), registers a few users, drives logins with the bench's wrk
+fresh PostgreSQL database; ``bare``: bench/bare_app.py, the login with nothing but
+HTTP, JSON and the hash, for comparison), registers a few users, drives logins with the bench's wrk
 script, and reads ``/proc/<pid>/task/*/stat`` of the workers and of every PostgreSQL
 backend before and after, plus ``/proc/stat`` for the whole machine. Prints the CPU
 per login of each group: event loops (a worker's main thread), Argon2id threads,
@@ -10,6 +11,7 @@ other threads (the SQLite writer), PostgreSQL processes. Linux only.
 
     python3 bench/login_threads.py sqlite --workers 2 --seconds 10
     python3 bench/login_threads.py pg --workers 2 --seconds 10
+    python3 bench/login_threads.py bare --workers 2 --seconds 10
 """
 
 from __future__ import annotations
@@ -55,12 +57,14 @@ def postgres_pids() -> list[int]:
     return [int(x) for x in found.stdout.split()]
 
 
-def group_of(key: tuple[int, int], name: str, nice: int) -> str:
+def group_of(key: tuple[int, int], name: str, nice: int, bare: bool) -> str:
     pid, tid = key
     if name.startswith("postgres"):
         return "PostgreSQL processes"
     if pid == tid:
         return "event loops (main threads)"
+    if bare:  # bare_app.py: its only other threads hash, at the default priority
+        return "Argon2id threads (bare app)"
     # Argon2id threads run at nice 10 (bastion/runtime.py); the rest is the SQLite
     # writer and the default executor.
     return "Argon2id threads (nice 10)" if nice > 0 else "other threads (SQLite writer)"
@@ -68,7 +72,7 @@ def group_of(key: tuple[int, int], name: str, nice: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("db", choices=["sqlite", "pg"])
+    p.add_argument("db", choices=["sqlite", "pg", "bare"], help="bare: bench/bare_app.py")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=16)
@@ -77,10 +81,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bastion-login-threads-"))
     ctx = Context(tmp, args.seconds, 1, False, args.db == "pg", False, None, 0)
     try:
-        server = ctx.bastion(args.db, args.workers).wait()
         emails = [f"login{i}@example.com" for i in range(args.workers * 4)]
-        for e in emails:
-            register(server, e)
+        if args.db == "bare":  # the same logins, nothing but HTTP, JSON and the hash
+            server = ctx.bare(args.workers).wait()
+        else:
+            server = ctx.bastion(args.db, args.workers).wait()
+            for e in emails:
+                register(server, e)
         users = ctx.script("users.txt", "\n".join(emails) + "\n")
         lua = ctx.script("login.lua", LOGIN_LUA)
         env = {"BENCH_USERS": str(users)}
@@ -98,7 +105,7 @@ def main() -> None:
     groups: dict[str, int] = {}
     for key, (name, ticks, nice) in t1.items():
         if key in t0:
-            group = group_of(key, name, nice)
+            group = group_of(key, name, nice, args.db == "bare")
             groups[group] = groups.get(group, 0) + ticks - t0[key][1]
     hz = os.sysconf("SC_CLK_TCK")
     print(f"{logins} logins in {args.seconds} s = {logins / args.seconds:.1f}/s "
