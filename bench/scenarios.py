@@ -514,11 +514,16 @@ def refresh(ctx: Context, results: dict[str, Any]) -> list[Table]:
 
             def load(sec: float, s: Server = s) -> Run:
                 # Each run starts from fresh tokens: those in flight when wrk stops are
-                # spent without their successors being known.
+                # spent without their successors being known. One more than connections:
+                # wrk calls request() once at start-up to check it, which takes a token
+                # that is never sent (without it one connection starts with none, and
+                # the chains then starve one another into "exhausted" 400s).
                 path = ctx.tmp / f"tokens-{s.port}.txt"
                 with ThreadPoolExecutor(8) as pool:
                     grants = list(
-                        pool.map(lambda _: password_grant(s, "refresh@example.com"), range(conns))
+                        pool.map(
+                            lambda _: password_grant(s, "refresh@example.com"), range(conns + 1)
+                        )
                     )
                 path.write_text("\n".join(g["refresh_token"] for g in grants if g) + "\n")
                 return wrk(s.url + "/", sec, conns, script=lua, env={"BENCH_TOKENS": str(path)})

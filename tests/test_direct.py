@@ -5,8 +5,12 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,3 +234,51 @@ def test_bearer_principals_looked_up_together_each_get_their_own_row(server: Ser
     assert together == one_by_one
     assert together[len(pairs)]["live_session_id"] is None  # the user, without that session
     assert together[len(pairs) + 1] is None
+
+
+_HOLD_QUEUE = """
+import sys, time
+from bastion.store.direct import _open_write_queue, _queued
+fd = _open_write_queue(sys.argv[1])
+print("waiting", flush=True)
+with _queued(fd):
+    print("in", time.monotonic(), flush=True)
+    time.sleep(0.3)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the queue needs fcntl")
+def test_sqlite_write_queue_makes_processes_take_turns(tmp_path: Path) -> None:
+    """A writer of another process waits at the queue while this one holds it, and gets
+    it before this one can take it back (the turnstile), so that no process starves."""
+    import threading
+
+    from bastion.store.direct import _open_write_queue, _queued
+
+    database = str(tmp_path / "queue.db")
+    fd = _open_write_queue(database)
+    assert fd is not None
+    released = threading.Event()
+    retaken: list[float] = []
+    with _queued(fd):
+        other = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_QUEUE, database], stdout=subprocess.PIPE, text=True
+        )
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)  # it is blocked in the kernel by now, holding the turnstile
+        assert other.poll() is None
+
+        def take_again() -> None:
+            released.wait()
+            with _queued(fd):
+                retaken.append(time.monotonic())
+
+        again = threading.Thread(target=take_again)
+        again.start()
+    released.set()
+    entered = other.stdout.readline().split()
+    assert entered[0] == "in"
+    again.join(timeout=10)
+    assert other.wait(timeout=10) == 0
+    assert retaken and float(entered[1]) < retaken[0]

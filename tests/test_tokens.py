@@ -457,6 +457,38 @@ def test_two_processes_share_keys_and_refresh_rotation(make_server: ServerFactor
         assert pyjwt.get_unverified_header(tokens_for(srv, email)["access_token"])["kid"] == new_kid
 
 
+def test_refresh_chains_across_two_processes_lose_no_token(make_server: ServerFactory) -> None:
+    """Many token families refreshed at once, each step on the other process: every
+    successor works (SQLite: the writer threads of both processes queue on one lock
+    file, store/direct.py; PostgreSQL: the one-statement rotation)."""
+    a = make_server()
+    b = make_server(env={"BASTION_BASE_URL": a.url}, database_url=a.database_url)
+    email, _ = new_user(a)
+    starts = [tokens_for(a, email)["refresh_token"] for _ in range(6)]
+
+    def chain(token: str) -> list[int]:
+        statuses = []
+        with a.client() as ca, b.client() as cb:
+            for step in range(12):
+                r = refresh(cb if step % 2 else ca, token)
+                statuses.append(r.status_code)
+                if r.status_code != 200:
+                    break
+                token = r.json()["refresh_token"]
+        assert session_status(a, r.json()["access_token"]) == 200
+        return statuses
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(chain, starts)) == [[200] * 12] * 6
+    rows = db_query(
+        a.database_url,
+        "SELECT count(*), count(used_at) FROM refresh_tokens WHERE user_id = "
+        "(SELECT id FROM users WHERE email = $1)",
+        email,
+    )
+    assert [int(x) for x in rows[0]] == [6 * 13, 6 * 12]
+
+
 def test_two_workers_starting_together_create_one_signing_key(make_server: ServerFactory) -> None:
     srv = make_server(workers=2)
     assert len(db_query(srv.database_url, "SELECT kid FROM signing_keys")) == 1

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
 import sqlite3
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
@@ -44,6 +46,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's busy timeout alone (``_open_write_queue``)
+    fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -146,6 +153,7 @@ class Direct:
         self.is_sqlite = db.is_sqlite
         self.sqlite: sqlite3.Connection | None = None
         self.sqlite_writer: sqlite3.Connection | None = None
+        self.sqlite_write_queue: int | None = None
         self.write_thread: ThreadPoolExecutor | None = None
         self.pool: Any = None
         self.write_pool: Any = None
@@ -238,10 +246,15 @@ class Direct:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=NORMAL")
             self.sqlite_writer = conn
+            self.sqlite_write_queue = _open_write_queue(str(self.url.database))
         try:
             query = next(steps)  # what precedes the first statement runs before the lock
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+        with _queued(self.sqlite_write_queue):
+            return self._sqlite_locked(conn, query, steps)
+
+    def _sqlite_locked(self, conn: sqlite3.Connection, query: Query, steps: Steps[T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
         try:
             while True:
@@ -309,6 +322,9 @@ class Direct:
             if self.sqlite_writer is not None:
                 self.write_thread.submit(self.sqlite_writer.close)
                 self.sqlite_writer = None
+            if self.sqlite_write_queue is not None:
+                self.write_thread.submit(os.close, self.sqlite_write_queue)
+                self.sqlite_write_queue = None
             self.write_thread.shutdown(wait=False)
             self.write_thread = None
         for name in ("pool", "write_pool"):
@@ -456,6 +472,38 @@ def _fast_sqlite_time(value: Any) -> datetime | None:
     if value is None:
         return None
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _open_write_queue(database: str) -> int | None:
+    """A lock file beside the database on which the writer threads of all processes queue,
+    blocked in the kernel, before SQLite's own write lock. SQLite's busy handler makes a
+    waiting writer sleep up to 100 ms at a time while another process takes the lock
+    again and again: refresh grants on 2 workers had a p99 of 0.7-1.7 s. None where
+    ``fcntl`` is missing (Windows): SQLite's busy timeout alone then."""
+    if fcntl is None:
+        return None
+    return os.open(database + "-bastion-write", os.O_RDWR | os.O_CREAT, 0o600)
+
+
+@contextlib.contextmanager
+def _queued(fd: int | None) -> Iterator[None]:
+    """Hold the write queue for one transaction. Two byte locks make a turnstile: a
+    writer holds the first while it waits for the second, so the writer that just
+    released the second cannot take it straight back (it waits at the first): under
+    contention the processes take turns. One writer thread a process, so the locks'
+    per-process ownership is enough; a process that dies releases them."""
+    if fd is None:
+        yield
+        return
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, 1)
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 0)
+    try:
+        yield
+    finally:
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, 1)
 
 
 class _PgPool:

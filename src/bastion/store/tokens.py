@@ -16,7 +16,15 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.store.db import Database
-from bastion.store.direct import first_direct_batched, first_direct_write
+from bastion.store.direct import (
+    Query,
+    Steps,
+    first_direct_batched,
+    first_direct_write,
+    insert_values,
+    row_of,
+)
+from bastion.store.direct import transaction as direct_transaction
 from bastion.store.tables import TS, sessions, users
 from bastion.store.tables import refresh_tokens as rt
 
@@ -96,14 +104,11 @@ def _principals_many() -> Any:
 _PRINCIPAL_MANY = _principals_many()
 
 
-def _rotate_in_one_statement() -> Any:
-    """The whole common case of a refresh as one PostgreSQL statement (autocommit, so one
-    round trip and atomic): mark the token used if it is live and its session too, insert
-    its successor in the same family, and return what the access token needs. Nothing is
-    returned when anything is off (unknown, used, revoked, expired, session ended): the
-    caller then takes the transactional path, which tells those cases apart."""
+def _rotate_if_session_live() -> Any:
+    """Mark the presented token used if it is live and its session too (the common case
+    of a refresh, its first statement); returns what its successor needs."""
     now = bindparam("now", type_=TS)
-    used = (
+    return (
         update(rt)
         .where(
             _live(now),
@@ -114,8 +119,17 @@ def _rotate_in_one_statement() -> Any:
         )
         .values(used_at=now, replaced_by=bindparam("new_id"))
         .returning(rt.c.family_id, rt.c.user_id, rt.c.session_id)
-        .cte("used")
     )
+
+
+def _rotate_in_one_statement() -> Any:
+    """The whole common case of a refresh as one PostgreSQL statement (autocommit, so one
+    round trip and atomic): mark the token used if it is live and its session too, insert
+    its successor in the same family, and return what the access token needs. Nothing is
+    returned when anything is off (unknown, used, revoked, expired, session ended): the
+    caller then takes the transactional path, which tells those cases apart."""
+    now = bindparam("now", type_=TS)
+    used = _rotate_if_session_live().cte("used")
     live = (
         select(
             used.c.family_id,
@@ -159,27 +173,68 @@ def _rotate_in_one_statement() -> Any:
 
 
 _ROTATE_ONE_STATEMENT = _rotate_in_one_statement()
+# The same on SQLite, which has no data-modifying CTEs: three statements in one
+# transaction, run in one hop to the writer thread (store/direct.py).
+_ROTATE_IF_SESSION_LIVE = _rotate_if_session_live()
+_SESSION_PRINCIPAL = (
+    select(
+        users.c.id,
+        users.c.role,
+        users.c.token_version,
+        sessions.c.expires_at.label("session_expires_at"),
+    )
+    .select_from(users.join(sessions, sessions.c.user_id == users.c.id))
+    .where(sessions.c.id == bindparam("sid"), users.c.id == bindparam("sub"))
+)
+_INSERT_SUCCESSOR = insert_values(rt)
+
+
+def _rotated(params: dict[str, Any]) -> Steps[dict[str, Any] | None]:
+    """``_ROTATE_ONE_STATEMENT`` as steps (SQLite)."""
+    used = yield Query(_ROTATE_IF_SESSION_LIVE, params)
+    if used is None:
+        return None  # nothing written: the transactional path decides
+    live = yield Query(_SESSION_PRINCIPAL, {"sid": used["session_id"], "sub": used["user_id"]})
+    if live is None:  # the UPDATE saw the session in this same transaction
+        raise RuntimeError("refresh: session vanished inside its transaction")
+    yield Query(
+        _INSERT_SUCCESSOR,
+        row_of(
+            rt,
+            id=params["new_id"],
+            token_hash=params["new_hash"],
+            family_id=used["family_id"],
+            user_id=used["user_id"],
+            session_id=used["session_id"],
+            created_at=params["now"],
+            expires_at=min(params["new_expires"], live["session_expires_at"]),
+        ),
+    )
+    return {
+        "id": live["id"],
+        "role": live["role"],
+        "token_version": live["token_version"],
+        "session_id": used["session_id"],
+        "new_id": params["new_id"],
+    }
 
 
 async def rotate_fast(
     db: Database, token_hash: str, new_id: str, new_hash: str, new_expires: datetime, now: datetime
 ) -> Any:
-    """The common refresh in one round trip (PostgreSQL only; SQLite writers take the
-    engine's transaction). Returns the user's ``id``, ``role``, ``token_version`` and
-    the ``session_id``, or None when the slow path must decide."""
+    """The common refresh in one round trip on PostgreSQL, in one hop to the writer
+    thread on SQLite. Returns the user's ``id``, ``role``, ``token_version`` and the
+    ``session_id``, or None (nothing written) when the slow path must decide."""
+    params = {
+        "h": token_hash,
+        "new_id": new_id,
+        "new_hash": new_hash,
+        "new_expires": new_expires,
+        "now": now,
+    }
     if db.is_sqlite:
-        return None
-    return await first_direct_write(
-        db,
-        _ROTATE_ONE_STATEMENT,
-        {
-            "h": token_hash,
-            "new_id": new_id,
-            "new_hash": new_hash,
-            "new_expires": new_expires,
-            "now": now,
-        },
-    )
+        return await direct_transaction(db, _rotated(params))
+    return await first_direct_write(db, _ROTATE_ONE_STATEMENT, params)
 
 
 async def insert(conn: AsyncConnection, **values: Any) -> None:
