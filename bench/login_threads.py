@@ -26,8 +26,8 @@ from run import wrk
 from scenarios import LOGIN_LUA, Context, register
 
 
-def thread_ticks(pids: list[int]) -> dict[tuple[int, int], tuple[str, int, int]]:
-    """(pid, tid) -> (command name, user + system clock ticks, nice value)."""
+def thread_ticks(pids: list[int]) -> dict[tuple[int, int], tuple[str, int, int, int]]:
+    """(pid, tid) -> (command name, user ticks, system ticks, nice value)."""
     out = {}
     for pid in pids:
         try:
@@ -43,7 +43,7 @@ def thread_ticks(pids: list[int]) -> dict[tuple[int, int], tuple[str, int, int]]
             fields = stat[stat.rindex(")") + 2 :].split()
             # fields[0] is stat's 3rd field: utime and stime are the 14th and 15th,
             # nice the 19th.
-            out[(pid, int(tid))] = (name, int(fields[11]) + int(fields[12]), int(fields[16]))
+            out[(pid, int(tid))] = (name, int(fields[11]), int(fields[12]), int(fields[16]))
     return out
 
 
@@ -102,16 +102,21 @@ def main() -> None:
     logins = run.requests - run.bad
     if logins <= 0:
         raise SystemExit(f"no logins completed ({run.bad} bad answers)")
-    groups: dict[str, int] = {}
-    for key, (name, ticks, nice) in t1.items():
+    groups: dict[str, tuple[int, int]] = {}
+    for key, (name, user, system, nice) in t1.items():
         if key in t0:
             group = group_of(key, name, nice, args.db == "bare")
-            groups[group] = groups.get(group, 0) + ticks - t0[key][1]
+            u, s = groups.get(group, (0, 0))
+            groups[group] = (u + user - t0[key][1], s + system - t0[key][2])
     hz = os.sysconf("SC_CLK_TCK")
     print(f"{logins} logins in {args.seconds} s = {logins / args.seconds:.1f}/s "
           f"({args.db}, {args.workers} workers, wrk -c{args.connections})")  # fmt: skip
-    for group, ticks in sorted(groups.items(), key=lambda g: -g[1]):
-        print(f"  {group:30s} {ticks * 1000 / hz / logins:7.2f} ms CPU per login")
+    per_login = 1000 / hz / logins
+    for group, (user, system) in sorted(groups.items(), key=lambda g: -sum(g[1])):
+        print(
+            f"  {group:30s} {(user + system) * per_login:7.2f} ms CPU per login "
+            f"(user {user * per_login:.2f}, system {system * per_login:.2f})"
+        )
     names = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
     split = ", ".join(f"{n} {(b - a) / hz:.2f}" for n, a, b in zip(names, m0, m1, strict=True))
     print(f"  machine, seconds: {split}")

@@ -1,6 +1,7 @@
 """The sweep of expired rows (flows/housekeeping.py, store/housekeeping.py): it deletes
 expired sessions, one-time tokens, rate-limit windows and old suspicious-email marks,
-and nothing live; by hand (``bastion housekeeping``) and periodically in the server."""
+login attempts and finished mail past their retention, and nothing live; by hand
+(``bastion housekeeping``) and periodically in the server."""
 
 from __future__ import annotations
 
@@ -51,6 +52,26 @@ def _ended_windows(server: Server, prefix: str, n: int) -> None:
     )
 
 
+def _old_history(server: Server) -> None:
+    """A login attempt and three messages from 2000 (one still pending), and a recent
+    attempt and sent message."""
+    old, recent = _time(server, 2000), _time(server, 2999)
+    db_query(
+        server.database_url,
+        "INSERT INTO login_attempts (email, success, created_at) VALUES "
+        f"('hk-old@example.com', false, '{old}'), ('hk-new@example.com', true, '{recent}')",
+    )
+    db_query(
+        server.database_url,
+        "INSERT INTO outbox (recipient, event, subject, text_body, html_body, status, "
+        "attempts, next_attempt_at, created_at) VALUES "
+        f"('hk@example.com', 'new_device', 's', 't', 'h', 'sent', 1, '{old}', '{old}'), "
+        f"('hk@example.com', 'new_device', 's', 't', 'h', 'failed', 9, '{old}', '{old}'), "
+        f"('hk@example.com', 'new_device', 's', 't', 'h', 'pending', 0, '{old}', '{old}'), "
+        f"('hk@example.com', 'new_device', 's', 't', 'h', 'sent', 1, '{recent}', '{recent}')",
+    )
+
+
 def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory) -> None:
     server = make_server(env=OFF)
     old, new = _time(server, 2000), _time(server, 2999)
@@ -74,13 +95,20 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
             "INSERT INTO suspicious_emails (email, last_failed_at) VALUES "
             f"('hk-old@example.com', '{old}'), ('hk-new@example.com', '{new}')",
         )
-        before = {t: _count(server, t) for t in ("sessions", "one_time_tokens", "rate_limits")}
+        _old_history(server)
+        tables = ("sessions", "one_time_tokens", "rate_limits", "login_attempts", "outbox")
+        before = {t: _count(server, t) for t in tables}
 
         r = server.cli("housekeeping")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
-            "sessions: 1, one_time_tokens: 1, rate_limits: 1, suspicious_emails: 1"
+            "sessions: 1, one_time_tokens: 1, rate_limits: 1, suspicious_emails: 1, "
+            "login_attempts: 1, outbox: 2"
         )
+        assert _count(server, "login_attempts") == before["login_attempts"] - 1
+        assert _count(server, "login_attempts", "email = 'hk-old@example.com'") == 0
+        assert _count(server, "outbox") == before["outbox"] - 2
+        assert _count(server, "outbox", "recipient = 'hk@example.com'") == 2  # pending, recent
         assert _count(server, "sessions") == before["sessions"] - 1
         assert _count(server, "sessions", f"id = '{gone_id}'") == 0
         assert _count(server, "one_time_tokens") == before["one_time_tokens"] - 1
@@ -97,8 +125,25 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
         r = server.cli("housekeeping")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
-            "sessions: 0, one_time_tokens: 0, rate_limits: 0, suspicious_emails: 0"
+            "sessions: 0, one_time_tokens: 0, rate_limits: 0, suspicious_emails: 0, "
+            "login_attempts: 0, outbox: 0"
         )
+
+
+def test_retention_zero_keeps_login_attempts_and_mail(make_server: ServerFactory) -> None:
+    server = make_server(
+        env={
+            **OFF,
+            "BASTION_LOGIN_ATTEMPT_RETENTION_DAYS": "0",
+            "BASTION_OUTBOX_RETENTION_DAYS": "0",
+        }
+    )
+    _old_history(server)
+    before = {t: _count(server, t) for t in ("login_attempts", "outbox")}
+    r = server.cli("housekeeping")
+    assert r.returncode == 0, r.stderr
+    assert "login_attempts: 0, outbox: 0" in r.stdout
+    assert {t: _count(server, t) for t in ("login_attempts", "outbox")} == before
 
 
 def test_sweep_deletes_more_than_one_batch(make_server: ServerFactory) -> None:

@@ -144,8 +144,9 @@ def unlock(email: str = typer.Argument(..., help="Email of the account to unlock
 
 @app.command()
 def housekeeping() -> None:
-    """Delete expired sessions, one-time tokens, rate-limit windows and old
-    suspicious-email marks now (the server does it every HOUSEKEEPING_INTERVAL s)."""
+    """Delete expired sessions, one-time tokens, rate-limit windows, old
+    suspicious-email marks, and login attempts and finished mail past their retention,
+    now (the server does it every HOUSEKEEPING_INTERVAL s)."""
     from bastion.flows.housekeeping import sweep
     from bastion.runtime import Bastion
 

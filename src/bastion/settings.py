@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     session_ttl: int = Field(default=2_592_000, ge=60)
     # Seconds between sweeps of expired rows (flows/housekeeping.py); 0 turns them off.
     housekeeping_interval: float = Field(default=3600, ge=0)
+    # Days the sweep keeps login attempts, and mail delivered or given up; 0 keeps them.
+    login_attempt_retention_days: int = Field(default=90, ge=0)
+    outbox_retention_days: int = Field(default=7, ge=0)
     access_token_ttl: int = Field(default=900, ge=1)
     refresh_token_ttl: int = Field(default=604_800, ge=1)
     refresh_reuse_grace: int = Field(default=0, ge=0)

@@ -22,7 +22,13 @@ log = logging.getLogger("bastion.housekeeping")
 
 async def sweep(bx: Bastion) -> dict[str, int]:
     """One sweep now; the rows deleted per table."""
-    return await purge_expired(bx.db, datetime.now(UTC))
+    s = bx.settings
+    return await purge_expired(
+        bx.db,
+        datetime.now(UTC),
+        attempts_days=s.login_attempt_retention_days,
+        outbox_days=s.outbox_retention_days,
+    )
 
 
 async def _run(bx: Bastion, interval: float) -> None:

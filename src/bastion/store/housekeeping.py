@@ -13,9 +13,17 @@ single writer) and never scans a table. What goes, and why nothing visible chang
   ended already counts as zero (limits/database.py);
 - suspicious-email marks older than the report's 24 h window (store/attempts.py).
 
+And, past their retention (settings; 0 keeps them for ever):
+
+- login attempts older than ``LOGIN_ATTEMPT_RETENTION_DAYS`` (90): the history of the
+  admin API's attempt list; the report reads 24 hours of it;
+- mail delivered or given up whose last attempt is older than ``OUTBOX_RETENTION_DAYS``
+  (7): nothing will send it again, and its bodies hold addresses and (spent or
+  expired) links.
+
 Kept: refresh tokens (a spent token is what detects its reuse, and its family may hold
-live tokens), the login-attempt log and the audit trail (history; the trail is
-hash-chained), the outbox.
+live tokens), the audit trail (hash-chained: deleting from it breaks the chain), mail
+still to be sent.
 """
 
 from __future__ import annotations
@@ -24,18 +32,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
+from sqlalchemy.sql import ColumnElement
 
 from bastion.store.attempts import SUSPICIOUS_WINDOW
 from bastion.store.db import Database
-from bastion.store.tables import TS, one_time_tokens, rate_limits, sessions, suspicious_emails
+from bastion.store.tables import (
+    TS,
+    login_attempts,
+    one_time_tokens,
+    outbox,
+    rate_limits,
+    sessions,
+    suspicious_emails,
+)
 
 BATCH = 1000
 GRACE = timedelta(hours=1)  # clock differences between hosts
 
 
-def _purge(table: Any, key: Any, expiry: Any) -> Any:
+def _purge(table: Any, key: Any, expiry: Any, *also: ColumnElement[bool]) -> Any:
     """Delete up to BATCH rows whose expiry column is before :cutoff."""
-    doomed = select(key).where(expiry < bindparam("cutoff", type_=TS)).limit(BATCH)
+    doomed = select(key).where(expiry < bindparam("cutoff", type_=TS), *also).limit(BATCH)
     return delete(table).where(key.in_(doomed.scalar_subquery()))
 
 
@@ -56,10 +73,33 @@ _PURGES = (
 )
 
 
-async def purge_expired(db: Database, now: datetime) -> dict[str, int]:
-    """Delete what has expired, a batch per transaction; the rows deleted per table."""
+# Past a retention in days (None: kept for ever). The outbox's statement uses its
+# (status, next_attempt_at) index: a finished message's last attempt.
+_ATTEMPTS = _purge(login_attempts, login_attempts.c.id, login_attempts.c.created_at)
+_FINISHED_MAIL = _purge(
+    outbox, outbox.c.id, outbox.c.next_attempt_at, outbox.c.status.in_(("sent", "failed"))
+)
+
+
+def _days(n: int) -> timedelta | None:
+    return timedelta(days=n) if n > 0 else None
+
+
+async def purge_expired(
+    db: Database, now: datetime, *, attempts_days: int = 0, outbox_days: int = 0
+) -> dict[str, int]:
+    """Delete what has expired, and what is older than its retention (``*_days``, 0:
+    kept), a batch per transaction; the rows deleted per table."""
     deleted: dict[str, int] = {}
-    for name, stmt, keep in _PURGES:
+    purges = [
+        *_PURGES,
+        ("login_attempts", _ATTEMPTS, _days(attempts_days)),
+        ("outbox", _FINISHED_MAIL, _days(outbox_days)),
+    ]
+    for name, stmt, keep in purges:
+        if keep is None:
+            deleted[name] = 0
+            continue
         total = 0
         while True:
             async with db.write() as conn:
