@@ -16,9 +16,12 @@ from bastion.runtime import Bastion
 from bastion.settings import load_settings
 from bastion.store import users as user_store
 from bastion.store.migrate import upgrade
+from bastion.store.tables import device_lockouts
 
 
-def run_report(tmp_path: Path, users: int, locked: int) -> dict:
+def run_report(tmp_path: Path, users: int, locked: int, device_locks: int = 0) -> dict:
+    """``users`` users, the first ``locked`` locked for anonymous clients, and
+    ``device_locks`` locked device counters of the first user."""
     url = f"sqlite:///{tmp_path}/report.db"
     upgrade(url)
     settings = load_settings(
@@ -44,6 +47,15 @@ def run_report(tmp_path: Path, users: int, locked: int) -> dict:
                         created_at=now,
                         updated_at=now,
                     )
+                for d in range(device_locks):
+                    await conn.execute(
+                        device_lockouts.insert().values(
+                            user_id=f"u{0:030d}",
+                            device_id=f"d{d}",
+                            failed_login_attempts=5,
+                            locked_until=now + timedelta(minutes=10),
+                        )
+                    )
             return await report.security_report(bx, now, limit=2)
         finally:
             await bx.close()
@@ -57,6 +69,22 @@ def test_totals_exact_below_the_cap(tmp_path: Path) -> None:
     assert got["totals"]["locked_accounts"] == 3
     assert got["totals_capped"] == []
     assert len(got["users_without_mfa"]) == 2  # the list honours the limit
+
+
+def test_locked_accounts_total_counts_locks_like_the_list(tmp_path: Path) -> None:
+    # One account locked for anonymous clients and for two of its browsers: three locks.
+    got = run_report(tmp_path, users=2, locked=1, device_locks=2)
+    assert got["totals"]["locked_accounts"] == 3
+    assert sorted(x["scope"] for x in got["locked_accounts"]) == ["account", "device"]  # limit 2
+
+
+def test_locked_device_counters_are_capped_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "TOTALS_CAP", 4)
+    got = run_report(tmp_path, users=1, locked=0, device_locks=6)
+    assert got["totals"]["locked_accounts"] == 4  # the cap, named as capped
+    assert got["totals_capped"] == ["locked_accounts"]
 
 
 def test_totals_capped_above_the_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,8 +142,8 @@ async def users_without_mfa(
 async def locked_accounts(
     conn: AsyncConnection, now: datetime, limit: int, cap: int
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Accounts locked for anonymous clients (users.locked_until) and accounts with a
-    locked device counter (device_lockouts), newest lock first."""
+    """Accounts locked for anonymous clients (users.locked_until) and locked device
+    counters (device_lockouts), latest expiry first; the total counts locks."""
     u, d = users, device_lockouts
     account = (
         select(u.c.id, u.c.email, u.c.locked_until, u.c.failed_login_attempts, text("'account'"))
@@ -174,10 +174,10 @@ async def locked_accounts(
     n_account = await count_upto(
         conn, select(u.c.id).where(u.c.locked_until.is_not(None), u.c.locked_until > now), cap
     )
+    # Locks, like the list (one entry per lock): a DISTINCT over users would read every
+    # locked device counter before the cap could stop it.
     n_device = await count_upto(
-        conn,
-        select(d.c.user_id).where(d.c.locked_until.is_not(None), d.c.locked_until > now).distinct(),
-        cap,
+        conn, select(d.c.user_id).where(d.c.locked_until.is_not(None), d.c.locked_until > now), cap
     )
     return min(n_account + n_device, cap + 1), found[:limit]
 
