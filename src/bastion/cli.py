@@ -66,17 +66,23 @@ def serve(
     # Worker processes read this when they start, before any thread exists: one malloc
     # arena, so that Argon2's 19 MiB blocks can be returned when idle (runtime.py).
     os.environ.setdefault("MALLOC_ARENA_MAX", "1")
-    uvicorn.run(
-        "bastion.web.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=False,  # X-Forwarded-For is handled by BASTION_TRUSTED_PROXIES
-        server_header=False,
-        log_level="warning",
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "proxy_headers": False,  # X-Forwarded-For is handled by BASTION_TRUSTED_PROXIES
+        "server_header": False,
+        "log_level": "warning",
+        "access_log": False,
+    }
+    from bastion.web import serving
+
+    if workers > 1 and serving.available():
+        # A socket per worker, so that connections are spread over all of them.
+        serving.run_workers(uvicorn.Config("bastion.web.app:app_from_env", **options))
+    else:
+        uvicorn.run("bastion.web.app:app_from_env", **options)
 
 
 @app.command()
