@@ -158,12 +158,11 @@ class Context:
     def _uvicorn(
         self, name: str, py: Path, app: str, workers: int, env: dict[str, str]
     ) -> list[str]:
-        # The settings of ``bastion serve`` (bastion/cli.py): uvloop and httptools by
-        # default, no proxy headers, no server header, no access log.
+        # Served as ``bastion serve`` serves Bastion (bastion/cli.py): the same uvicorn
+        # settings and, with several workers, a socket per worker (serve_like_bastion.py).
         return [
-            str(py), "-m", "uvicorn", app, "--app-dir", str(BENCH), "--port", "{port}",
-            "--workers", str(workers), "--no-proxy-headers", "--no-server-header",
-            "--no-access-log", "--log-level", "warning",
+            str(py), str(BENCH / "serve_like_bastion.py"), app, "--port", "{port}",
+            "--workers", str(workers),
         ]  # fmt: skip
 
     def bare(self, workers: int) -> Server:
