@@ -46,16 +46,16 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam
-
-try:
-    import fcntl
-except ImportError:  # Windows: SQLite's busy timeout alone (``_open_write_queue``)
-    fcntl = None  # type: ignore[assignment]
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
 from bastion.store.tables import UTCDateTime
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's busy timeout alone (``_open_write_queue``)
+    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 

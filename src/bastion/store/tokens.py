@@ -176,16 +176,6 @@ _ROTATE_ONE_STATEMENT = _rotate_in_one_statement()
 # The same on SQLite, which has no data-modifying CTEs: three statements in one
 # transaction, run in one hop to the writer thread (store/direct.py).
 _ROTATE_IF_SESSION_LIVE = _rotate_if_session_live()
-_SESSION_PRINCIPAL = (
-    select(
-        users.c.id,
-        users.c.role,
-        users.c.token_version,
-        sessions.c.expires_at.label("session_expires_at"),
-    )
-    .select_from(users.join(sessions, sessions.c.user_id == users.c.id))
-    .where(sessions.c.id == bindparam("sid"), users.c.id == bindparam("sub"))
-)
 _INSERT_SUCCESSOR = insert_values(rt)
 
 
@@ -194,8 +184,8 @@ def _rotated(params: dict[str, Any]) -> Steps[dict[str, Any] | None]:
     used = yield Query(_ROTATE_IF_SESSION_LIVE, params)
     if used is None:
         return None  # nothing written: the transactional path decides
-    live = yield Query(_SESSION_PRINCIPAL, {"sid": used["session_id"], "sub": used["user_id"]})
-    if live is None:  # the UPDATE saw the session in this same transaction
+    live = yield Query(_PRINCIPAL, {"sid": used["session_id"], "sub": used["user_id"]})
+    if live is None or live["live_session_id"] is None:  # the UPDATE saw both just now
         raise RuntimeError("refresh: session vanished inside its transaction")
     yield Query(
         _INSERT_SUCCESSOR,
