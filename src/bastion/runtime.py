@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,24 @@ class HashMemory:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+
+
+_startup_frozen = False
+
+
+def freeze_startup_objects() -> None:
+    """Take what start-up built out of the cyclic garbage collector's sight, once per
+    process: the GeoIP table, the user-agent rules and the modules are about 120,000
+    tracked objects, and a full collection walks them all: about 100 ms measured, on
+    the event loop, with every request in flight waiting (0.02 ms once frozen). They
+    live as long as the process, so there is nothing to find in them; later objects
+    are collected as usual (tests/test_runtime.py)."""
+    global _startup_frozen
+    if _startup_frozen:
+        return
+    _startup_frozen = True
+    gc.collect()
+    gc.freeze()
 
 
 def _malloc_trim() -> Any:

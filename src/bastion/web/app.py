@@ -12,7 +12,7 @@ from starlette.types import ASGIApp
 from bastion.flows import housekeeping
 from bastion.logs import configure_logging
 from bastion.mail import worker as mail_worker
-from bastion.runtime import Bastion
+from bastion.runtime import Bastion, freeze_startup_objects
 from bastion.settings import Settings, load_settings
 from bastion.web import errors
 from bastion.web.api import admin as admin_api
@@ -47,6 +47,7 @@ def create_fastapi(settings: Settings) -> FastAPI:
             task = await start(bx)
             if task is not None:
                 background.append(task)
+        freeze_startup_objects()
         try:
             yield
         finally:
