@@ -1,7 +1,7 @@
 """The sweep of expired rows (flows/housekeeping.py, store/housekeeping.py): it deletes
-expired sessions, one-time tokens, rate-limit windows and old suspicious-email marks,
-login attempts and finished mail past their retention, and nothing live; by hand
-(``bastion housekeeping``) and periodically in the server."""
+expired sessions, one-time tokens, dead refresh-token families, rate-limit windows and
+old suspicious-email marks, login attempts and finished mail past their retention, and
+nothing live; by hand (``bastion housekeeping``) and periodically in the server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.conftest import ServerFactory
-from tests.support import Server, db_query, register, unique_email
+from tests.support import STRONG, Server, db_query, register, unique_email
 
 OFF = {"BASTION_HOUSEKEEPING_INTERVAL": "0"}
 
@@ -102,7 +102,8 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
         r = server.cli("housekeeping")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
-            "sessions: 1, one_time_tokens: 1, rate_limits: 1, suspicious_emails: 1, "
+            "sessions: 1, one_time_tokens: 1, refresh_tokens: 0, rate_limits: 1, "
+            "suspicious_emails: 1, "
             "login_attempts: 1, outbox: 2"
         )
         assert _count(server, "login_attempts") == before["login_attempts"] - 1
@@ -125,7 +126,8 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
         r = server.cli("housekeeping")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
-            "sessions: 0, one_time_tokens: 0, rate_limits: 0, suspicious_emails: 0, "
+            "sessions: 0, one_time_tokens: 0, refresh_tokens: 0, rate_limits: 0, "
+            "suspicious_emails: 0, "
             "login_attempts: 0, outbox: 0"
         )
 
@@ -178,3 +180,54 @@ def test_the_server_sweeps_by_itself(make_server: ServerFactory) -> None:
     while _count(server, "rate_limits", "key = 'hk-auto'") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _count(server, "rate_limits", "key = 'hk-auto'") == 0
+
+
+def _refresh_row(server: Server, token_id: str, family: str, user_id: str, expires: str) -> None:
+    db_query(
+        server.database_url,
+        "INSERT INTO refresh_tokens (id, token_hash, family_id, user_id, created_at, "
+        f"expires_at, used_at) VALUES ('{token_id}', '{token_id * 2}', '{family}', "
+        f"'{user_id}', '{expires}', '{expires}', '{expires}')",
+    )
+
+
+def test_refresh_tokens_go_with_their_family_once_all_of_it_expired(
+    make_server: ServerFactory,
+) -> None:
+    """A spent refresh token is what detects its replay, so a family's tokens stay as
+    long as any of them is live, and all go once the newest expired (plus the grace)."""
+    server = make_server(env=OFF)
+    old = _time(server, 2000)
+    email = unique_email("hk-rt")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+        user_id = c.get("/api/auth/session").json()["user"]["id"]
+        grant = {"grant_type": "password", "username": email, "password": STRONG}
+        spent = c.post("/api/auth/token", data=grant).json()["refresh_token"]
+        r = c.post("/api/auth/token", data={"grant_type": "refresh_token", "refresh_token": spent})
+        assert r.status_code == 200, r.text
+        newest = r.json()["refresh_token"]
+    family = db_query(
+        server.database_url, f"SELECT family_id FROM refresh_tokens WHERE user_id = '{user_id}'"
+    )[0][0]
+    # The live family's spent token expired long ago; its newest token is live.
+    db_query(
+        server.database_url,
+        f"UPDATE refresh_tokens SET expires_at = '{old}' WHERE family_id = '{family}' "
+        "AND used_at IS NOT NULL",
+    )
+    # A dead family: every token expired in 2000.
+    _refresh_row(server, "hkdeadrt1", "hkdeadfamily", user_id, old)
+    _refresh_row(server, "hkdeadrt2", "hkdeadfamily", user_id, old)
+
+    r = server.cli("housekeeping")
+    assert r.returncode == 0, r.stderr
+    assert "refresh_tokens: 2," in r.stdout
+    assert _count(server, "refresh_tokens", "family_id = 'hkdeadfamily'") == 0
+    assert _count(server, "refresh_tokens", f"family_id = '{family}'") == 2
+    # The spent token still gives its replay away: the whole family is revoked.
+    with httpx.Client(base_url=server.url) as c:
+        replay = {"grant_type": "refresh_token", "refresh_token": spent}
+        assert c.post("/api/auth/token", data=replay).status_code == 400
+        after = {"grant_type": "refresh_token", "refresh_token": newest}
+        assert c.post("/api/auth/token", data=after).status_code == 400

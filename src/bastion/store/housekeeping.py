@@ -1,8 +1,9 @@
 """Deleting rows that can no longer mean anything (flows/housekeeping.py runs it).
 
 Each statement deletes at most ``BATCH`` rows, picked by an index on the expiry column
-(0004_housekeeping), so that one sweep never holds a lock for long (on SQLite, the
-single writer) and never scans a table. What goes, and why nothing visible changes:
+(0004_housekeeping, 0005_refresh_token_expiry), so that one sweep never holds a lock for
+long (on SQLite, the single writer) and never scans a table. What goes, and why nothing
+visible changes:
 
 - sessions that expired more than ``GRACE`` ago: an expired session already answers
   401 and is listed nowhere; its ``unusual_sessions`` flag goes with it (the report
@@ -11,7 +12,13 @@ single writer) and never scans a table. What goes, and why nothing visible chang
   they already answer ``invalid_token``;
 - rate-limit windows that ended more than ``GRACE`` ago: a counter whose window has
   ended already counts as zero (limits/database.py);
-- suspicious-email marks older than the report's 24 h window (store/attempts.py).
+- suspicious-email marks older than the report's 24 h window (store/attempts.py);
+- refresh tokens of a family whose every token expired more than ``GRACE`` ago: none
+  of them can be exchanged any more, and its session ended with them (a refresh
+  token never outlives its session). A family with one live token keeps all of its
+  spent ones, because presenting a spent token is what gives a stolen one away
+  (flows/tokens.py revokes the family); a family lasts at most its session's
+  ``SESSION_TTL``, so that history is bounded.
 
 And, past their retention (settings; 0 keeps them for ever):
 
@@ -21,9 +28,8 @@ And, past their retention (settings; 0 keeps them for ever):
   (7): nothing will send it again, and its bodies hold addresses and (spent or
   expired) links.
 
-Kept: refresh tokens (a spent token is what detects its reuse, and its family may hold
-live tokens), the audit trail (hash-chained: deleting from it breaks the chain), mail
-still to be sent.
+Kept: the audit trail (hash-chained: deleting from it breaks the chain), mail still to
+be sent.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, exists, select
 from sqlalchemy.sql import ColumnElement
 
 from bastion.store.attempts import SUSPICIOUS_WINDOW
@@ -42,6 +48,7 @@ from bastion.store.tables import (
     one_time_tokens,
     outbox,
     rate_limits,
+    refresh_tokens,
     sessions,
     suspicious_emails,
 )
@@ -56,6 +63,19 @@ def _purge(table: Any, key: Any, expiry: Any, *also: ColumnElement[bool]) -> Any
     return delete(table).where(key.in_(doomed.scalar_subquery()))
 
 
+# A token whose family holds no token unexpired at the cutoff (index on expiry picks the
+# candidates, the family index answers the NOT EXISTS).
+_live = refresh_tokens.alias("live")
+_DEAD_REFRESH_FAMILIES = _purge(
+    refresh_tokens,
+    refresh_tokens.c.id,
+    refresh_tokens.c.expires_at,
+    ~exists().where(
+        _live.c.family_id == refresh_tokens.c.family_id,
+        _live.c.expires_at >= bindparam("cutoff", type_=TS),
+    ),
+)
+
 # Built once: (what, statement, how long after its expiry a row goes).
 _PURGES = (
     ("sessions", _purge(sessions, sessions.c.id, sessions.c.expires_at), GRACE),
@@ -64,6 +84,7 @@ _PURGES = (
         _purge(one_time_tokens, one_time_tokens.c.id, one_time_tokens.c.expires_at),
         GRACE,
     ),
+    ("refresh_tokens", _DEAD_REFRESH_FAMILIES, GRACE),
     ("rate_limits", _purge(rate_limits, rate_limits.c.key, rate_limits.c.window_ends_at), GRACE),
     (
         "suspicious_emails",

@@ -203,6 +203,7 @@ refresh_tokens = Table(
     Column("replaced_by", String(32), nullable=True),
     Index("ix_refresh_tokens_family", "family_id"),
     Index("ix_refresh_tokens_user", "user_id"),
+    Index("ix_refresh_tokens_expires", "expires_at"),  # 0005_refresh_token_expiry
 )
 
 signing_keys = Table(
