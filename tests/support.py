@@ -7,15 +7,19 @@ to them over HTTP. PostgreSQL tests get a fresh database per server family; unde
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +56,9 @@ def psql(sql: str, db: str = "test") -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
+def postgres_database(template: str | None = None) -> Iterator[str]:
     name = "bastion_t_" + secrets.token_hex(6)
-    psql(f"CREATE DATABASE {name}")
+    psql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
     try:
         yield f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
     finally:
@@ -66,12 +70,45 @@ def postgres_database() -> Iterator[str]:
 
 
 @contextmanager
-def database(backend: str, tmp: Path) -> Iterator[str]:
+def database(backend: str, tmp: Path, migrated: bool = True) -> Iterator[str]:
+    """A fresh database of the backend. ``migrated``: a copy of one migrated once per
+    test process, so that the server starting on it finds it at the heads (migrating
+    from nothing costs a server start about a second of CPU, a few minutes over the
+    suite); tests/test_migrate.py and test_zero_config.py migrate from nothing."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp / ('bastion-' + secrets.token_hex(4) + '.db')}"
+        path = tmp / ("bastion-" + secrets.token_hex(4) + ".db")
+        if migrated:
+            shutil.copyfile(_template("sqlite"), path)
+        yield f"sqlite:///{path}"
     else:
-        with postgres_database() as url:
+        with postgres_database(_template("postgres") if migrated else None) as url:
             yield url
+
+
+_templates: dict[str, str] = {}
+
+
+def _template(backend: str) -> str:
+    """The migrated database that ``database`` copies: a SQLite file (its WAL folded in,
+    so that the file alone is the whole database) or a PostgreSQL template database."""
+    from bastion.store.migrate import upgrade
+
+    found = _templates.get(backend)
+    if found is not None:
+        return found
+    if backend == "sqlite":
+        path = Path(tempfile.mkdtemp(prefix="bastion-template-")) / "template.db"
+        upgrade(f"sqlite:///{path}")
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        found = str(path)
+    else:
+        found = "bastion_t_template_" + secrets.token_hex(6)
+        psql(f"CREATE DATABASE {found}")
+        atexit.register(psql, f"DROP DATABASE IF EXISTS {found}")
+        upgrade(f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{found}")
+    _templates[backend] = found
+    return found
 
 
 class Server:
