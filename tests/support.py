@@ -91,11 +91,11 @@ _templates: dict[str, str] = {}
 def _template(backend: str) -> str:
     """The migrated database that ``database`` copies: a SQLite file (its WAL folded in,
     so that the file alone is the whole database) or a PostgreSQL template database."""
-    from bastion.store.migrate import upgrade
-
     found = _templates.get(backend)
     if found is not None:
         return found
+    from bastion.store.migrate import upgrade
+
     if backend == "sqlite":
         path = Path(tempfile.mkdtemp(prefix="bastion-template-")) / "template.db"
         upgrade(f"sqlite:///{path}")

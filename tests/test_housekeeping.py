@@ -103,8 +103,7 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
             "sessions: 1, one_time_tokens: 1, refresh_tokens: 0, rate_limits: 1, "
-            "suspicious_emails: 1, "
-            "login_attempts: 1, outbox: 2"
+            "suspicious_emails: 1, login_attempts: 1, outbox: 2"
         )
         assert _count(server, "login_attempts") == before["login_attempts"] - 1
         assert _count(server, "login_attempts", "email = 'hk-old@example.com'") == 0
@@ -127,8 +126,7 @@ def test_sweep_deletes_what_expired_and_nothing_live(make_server: ServerFactory)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == (
             "sessions: 0, one_time_tokens: 0, refresh_tokens: 0, rate_limits: 0, "
-            "suspicious_emails: 0, "
-            "login_attempts: 0, outbox: 0"
+            "suspicious_emails: 0, login_attempts: 0, outbox: 0"
         )
 
 
