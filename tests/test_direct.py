@@ -123,6 +123,90 @@ def test_steps_give_the_engines_rows_and_a_failed_step_commits_nothing(server: S
     assert int(logged[0][0]) == 0
 
 
+def test_steps_run_together_answer_as_they_do_one_by_one(server: Server) -> None:
+    """``direct.together``: on PostgreSQL one statement of CTEs, elsewhere in order. The
+    parts' answers (a row, rows, an insert's RETURNING, none) equal the engine's, the
+    writes land, and a failure after the batch commits none of it."""
+    from bastion.flows import locations
+    from bastion.store import attempts, devices, direct, users
+    from bastion.store.db import Database
+
+    email = unique_email("together")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+    user_id = sql(server, "SELECT id FROM users WHERE email = ?", (email,))[0][0]
+    now = datetime.now(UTC)
+
+    def parts(fp: str) -> direct.Steps[tuple[Any, ...]]:
+        return (
+            yield from direct.together(
+                users.by_id(user_id),
+                None,
+                devices.remembered(user_id, fp, "Paris, France", now),
+                devices.others_known(user_id, fp),
+                # Reads the baseline, then adds to it: a second round of its own.
+                locations.noted(user_id, "s" * 32, "Paris, France", now),
+                attempts.logged(
+                    email=email, user_id=user_id, ip_address="203.0.113.9", user_agent="ua",
+                    success=True, failure_reason=None, now=now,
+                ),
+            )
+        )  # fmt: skip
+
+    def failing() -> direct.Steps[None]:
+        yield from parts("failed|device|type")
+        raise RuntimeError("after the batch")
+
+    async def check() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        db = Database(server.database_url)
+        try:
+            on_driver = await direct.transaction(db, parts("driver|device|type"))
+            async with db.write() as conn:
+                on_engine = await direct.run_in(conn, parts("engine|device|type"))
+            with pytest.raises(RuntimeError):
+                await direct.transaction(db, failing())
+            return on_driver, on_engine
+        finally:
+            await direct.close_direct(db)
+            await db.dispose()
+
+    on_driver, on_engine = run_async(check())
+    user_d, none_d, new_d, others_d, unusual_d, logged_d = on_driver
+    user_e, none_e, new_e, others_e, unusual_e, logged_e = on_engine
+    assert dict(user_d) == dict(user_e) and user_d["email"] == email
+    assert {k: type(v) for k, v in user_d.items()} == {k: type(v) for k, v in user_e.items()}
+    assert none_d is none_e is None and logged_d is logged_e is None
+    assert new_d is new_e is True
+    assert others_d is others_e is True  # the device that registered
+
+    assert unusual_d is unusual_e is False
+    fps = sql(server, "SELECT fingerprint FROM known_devices WHERE user_id = ?", (user_id,))
+    assert {"driver|device|type", "engine|device|type"} <= {r[0] for r in fps}
+    assert "failed|device|type" not in {r[0] for r in fps}
+    seqs = sql(server, "SELECT seq FROM login_locations WHERE user_id = ? ORDER BY seq", (user_id,))
+    assert [int(r[0]) for r in seqs] == [1, 2, 3]  # registration, driver, engine
+    logged = sql(server, "SELECT count(*) FROM login_attempts WHERE user_agent = 'ua'")
+    assert int(logged[0][0]) == 2
+
+
+def test_a_batch_renumbers_each_statements_parameters() -> None:
+    from sqlalchemy import bindparam, select
+
+    from bastion.store.direct import Prepared, PreparedBatch
+    from bastion.store.tables import users
+
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+    one = Prepared(select(users.c.id).where(users.c.email == bindparam("email")), dialect)
+    two = Prepared(
+        select(users.c.id).where(users.c.id == bindparam("a"), users.c.email != bindparam("b")),
+        dialect,
+    )
+    batch = PreparedBatch([one, two, one])
+    assert "$1" in batch.sql and "$4" in batch.sql and "$5" not in batch.sql
+    args = batch.args([{"email": "e"}, {"a": "x", "b": "y"}, {"email": "f"}])
+    assert args == ("e", "x", "y", "f")
+
+
 VOLATILE_HEADERS = {"date", "content-length", "set-cookie"}
 
 

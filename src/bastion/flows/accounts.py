@@ -29,7 +29,7 @@ from bastion.runtime import Bastion
 from bastion.store import attempts, audit, direct, one_time
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
-from bastion.store.direct import Steps, run_in
+from bastion.store.direct import Steps, run_in, together
 
 NO_USER = lockout.Counter("0" * 32)
 
@@ -261,23 +261,32 @@ def _signed_in(
     device: dict[str, Any],
 ) -> Steps[tuple[RowMapping, session_flow.NewSession, bool]]:
     """The sign-in's transaction: the session, the known device, the location, the new
-    device alert, the attempt log and the audit event; the user row as it now is."""
+    device alert, the attempt log and the audit event; the user row as it now is. The
+    first six parts are independent of each other (no part reads what another writes):
+    on PostgreSQL they go out as one statement (``direct.together``)."""
     from bastion.store import devices as device_store
 
     user_id = user["id"]
-    fresh = None
-    if release is not None:
-        counter_row = yield from lockout.released(release)
-        if release.device_id is None:
-            fresh = counter_row  # the account's counter is the user row
-    session = yield from session_flow.created(bx, user_id, ctx, device)
     fingerprint = device_store.fingerprint(device)
     location = device.get("location")
-    is_new = yield from device_store.remembered(user_id, fingerprint, location, ctx.now)
+    sid = core_secrets.new_id()
+    # The account's counter is the user row: its release answers the row as it now is
+    # (a device's counter is a row of its own, and the user row is read beside it).
+    account_counter = release is not None and release.device_id is None
+    released, read, session, is_new, others, _, _ = yield from together(
+        None if release is None else lockout.released(release),
+        None if account_counter else user_store.by_id(user_id),
+        session_flow.created(bx, user_id, ctx, device, sid=sid),
+        device_store.remembered(user_id, fingerprint, location, ctx.now),
+        # Read in the same snapshot as the insert above, so the device being remembered
+        # is not among the others either way.
+        device_store.others_known(user_id, fingerprint),
+        locations.noted(user_id, sid, location, ctx.now),
+        _attempt(ctx, user, success=True, reason=None),
+    )
     # The first sign-in of an account sends no alert: only a new device among others
     # already known does (the one just remembered is not counted).
-    alert = is_new and (yield from device_store.others_known(user_id, fingerprint))
-    yield from locations.noted(user_id, session.id, location, ctx.now)
+    alert = is_new and others
     if alert:
         yield from outbox.queued(
             recipient=user["email"],
@@ -288,7 +297,6 @@ def _signed_in(
             location=location,
             ip=ctx.ip,
         )
-    yield from _attempt(ctx, user, success=True, reason=None)
     yield from audit.appended(
         "login_succeeded",
         now=ctx.now,
@@ -298,8 +306,7 @@ def _signed_in(
         user_agent=ctx.user_agent,
         details={"method": method},
     )
-    if fresh is None:
-        fresh = yield from user_store.by_id(user_id)
+    fresh = released if account_counter else read
     assert fresh is not None  # noqa: S101 - the user signing in
     return fresh, session, alert
 

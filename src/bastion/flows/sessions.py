@@ -46,12 +46,17 @@ describe_device: Callable[[str | None, str | None], dict[str, Any]] = _no_device
 
 
 def created(
-    bx: Bastion, user_id: str, ctx: RequestContext, device: dict[str, Any] | None = None
+    bx: Bastion,
+    user_id: str,
+    ctx: RequestContext,
+    device: dict[str, Any] | None = None,
+    sid: str | None = None,
 ) -> Steps[NewSession]:
     """A new session row: a fresh random token (never a reused one: no fixation).
-    ``device``: ``describe_device``'s answer when the caller has it already."""
+    ``device``: ``describe_device``'s answer when the caller has it already; ``sid``:
+    the new session's id when the caller needs it first (``core_secrets.new_id``)."""
     token = core_secrets.new_token()
-    sid = core_secrets.new_id()
+    sid = sid or core_secrets.new_id()
     expires = ctx.now + timedelta(seconds=bx.settings.session_ttl)
     if device is None:
         device = describe_device(ctx.user_agent, ctx.ip)
