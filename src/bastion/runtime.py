@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.core import argon2_memory
 from bastion.core import secrets as core_secrets
 from bastion.core.passwords import Hasher
 from bastion.limits import Limiter
@@ -57,11 +58,13 @@ _one_malloc_arena()
 class HashMemory:
     """Returns the hashing memory to the OS once password hashing pauses.
 
-    With one arena (above), the 19 MiB blocks of finished hashes stay free in the
-    process heap, which is what keeps back-to-back hashes fast. After ``IDLE_SECONDS``
-    without a hash, ``malloc_trim`` gives those pages back: a busy server never trims,
-    an idle worker does not keep 19-38 MiB it is not using, and the first hash after a
-    pause pays a few milliseconds of page faults. Not glibc: nothing happens."""
+    Verifies compute in a buffer kept per hashing thread (core/argon2_memory.py), and
+    with one arena (above) the 19 MiB blocks of finished hashes stay free in the
+    process heap: that is what keeps back-to-back hashes fast. After ``IDLE_SECONDS``
+    without a hash, both are given back (``argon2_memory.release_idle``,
+    ``malloc_trim``): a busy server never releases, an idle worker does not keep
+    19-38 MiB it is not using, and the first hash after a pause pays a few
+    milliseconds of page faults."""
 
     IDLE_SECONDS = 5.0
 
@@ -72,8 +75,6 @@ class HashMemory:
 
     def hashed(self) -> None:
         """Called on the event loop after each hash."""
-        if self.trim is None:
-            return
         loop = asyncio.get_running_loop()
         self.last = loop.time()
         if self.handle is None:
@@ -86,7 +87,9 @@ class HashMemory:
             self.handle = loop.call_later(wait, self._check)
             return
         self.handle = None
-        self.trim(0)
+        argon2_memory.release_idle()
+        if self.trim is not None:
+            self.trim(0)
 
     def cancel(self) -> None:
         if self.handle is not None:

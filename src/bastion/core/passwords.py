@@ -18,6 +18,8 @@ import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from bastion.core import argon2_memory
+
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
 NIST_MIN_LENGTH = 15
@@ -72,6 +74,9 @@ class Hasher:
                 return bcrypt.checkpw(pw.encode()[:72], stored_hash.encode())
             except ValueError:
                 return False
+        found = argon2_memory.verify(stored_hash, pw.encode())
+        if found is not None:
+            return found
         try:
             return self._argon.verify(stored_hash, pw)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
