@@ -1,5 +1,10 @@
 """The login floor: bare Argon2id verifies with Bastion's parameters (m=19456 KiB, t=2,
-p=1) in N threads for S seconds. Prints: verifies, seconds, CPU seconds."""
+p=1) in N threads for S seconds. Prints: verifies, seconds, CPU seconds.
+
+    argon2_floor.py N S           argon2-cffi's verify, as is (the target's floor)
+    argon2_floor.py N S memory    Bastion's verify (core/argon2_memory.py: memory kept per
+                                  thread, on huge pages), for comparison
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,21 @@ def main() -> None:
     threads, seconds = int(sys.argv[1]), float(sys.argv[2])
     ph = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
     stored = ph.hash(PASSWORD)
+    verify = ph.verify
+    if sys.argv[3:] == ["memory"]:
+        from bastion.core import argon2_memory
+
+        def verify(stored: str, password: str) -> bool:
+            assert argon2_memory.verify(stored, password.encode())  # noqa: S101
+            return True
+
     counts = [0] * threads
     start = time.monotonic()
     deadline = start + seconds
 
     def work(i: int) -> None:
         while time.monotonic() < deadline:
-            ph.verify(stored, PASSWORD)
+            verify(stored, PASSWORD)
             counts[i] += 1
 
     cpu0 = time.process_time()

@@ -345,10 +345,12 @@ def sessions(ctx: Context, results: dict[str, Any]) -> list[Table]:
     return [t1, t2] if ctx.fau_py else [t1]
 
 
-def argon2_floor(threads: int, seconds: float) -> Run:
-    """Bare Argon2id verifies (m=19456, t=2, p=1) in ``threads`` threads for ``seconds``."""
+def argon2_floor(threads: int, seconds: float, memory: bool = False) -> Run:
+    """Bare Argon2id verifies (m=19456, t=2, p=1) in ``threads`` threads for ``seconds``;
+    ``memory``: through Bastion's verify (core/argon2_memory.py) instead of argon2-cffi's."""
     out = subprocess.run(
-        [str(MAIN_BIN / "python"), str(BENCH / "argon2_floor.py"), str(threads), str(seconds)],
+        [str(MAIN_BIN / "python"), str(BENCH / "argon2_floor.py"), str(threads), str(seconds)]
+        + (["memory"] if memory else []),
         capture_output=True,
         text=True,
         check=True,
@@ -370,6 +372,7 @@ class _NoServer(Server):
 
 
 BARE_LOGIN = "bare HTTP login (hash only, no database)"
+BASTION_VERIFY = "bare argon2id, Bastion's verify (huge pages)"
 
 
 def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
@@ -378,7 +381,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         "3. Logins (POST /api/auth/login) vs bare Argon2id verify (m=19456, t=2, p=1), "
         "same thread count; session p99 while logins saturate the CPU",
         ["db", "workers", "variant", "threads", "per s", "p99 ms", "× argon2", "floor", "",
-         "session p99 ms during logins", "floor", ""],
+         "× Bastion's verify", "session p99 ms during logins", "floor", ""],
     )  # fmt: skip
     dbs = ["sqlite"] + (["pg"] if ctx.have_pg and not ctx.quick else [])
     workers = 1 if ctx.quick else 2
@@ -406,6 +409,12 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
         lua = ctx.script("login.lua", LOGIN_LUA)
         env = {"BENCH_USERS": str(users_file)}
         floor = Variant("bare argon2id", _NoServer(), lambda sec: argon2_floor(threads, sec))
+        # The same hashes through Bastion's own verify (memory kept per thread, on huge
+        # pages): faster than the floor, so Bastion's logins against this row show the
+        # server's overhead alone.
+        own_verify = Variant(
+            BASTION_VERIFY, _NoServer(), lambda sec: argon2_floor(threads, sec, memory=True)
+        )
         http_only = Variant(
             BARE_LOGIN,
             bare,
@@ -413,7 +422,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
                 bare.url + "/", sec, conns, script=lua, env=env
             ),  # type: ignore[misc]
         )
-        variants = [floor, http_only] + [
+        variants = [floor, own_verify, http_only] + [
             Variant(
                 s.name.split(" ", 2)[-1].replace(f"w{workers}", "login").strip(),
                 s,
@@ -423,7 +432,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             )
             for s in servers
         ]
-        for v in variants[1:]:
+        for v in variants[2:]:
             warm(v)
         # A login takes a few hundred milliseconds under this load: short windows hold
         # too few of them (and the floor's threads finish unevenly) to compare closely.
@@ -433,7 +442,7 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             side_by_side(variants, max(ctx.rounds, LOGIN_ROUNDS), max(ctx.seconds, LOGIN_SECONDS))
         for v in variants:
             v.warn_bad()
-            bastion = v not in (floor, http_only)
+            bastion = v not in (floor, own_verify, http_only)
             during = None
             if bastion:
                 during = logins_with_sessions(
@@ -443,15 +452,17 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
             lf, pf = TARGETS["login_vs_argon2"], TARGETS["session_p99_during_logins_ms"]
             t.add(
                 db, str(workers), "Bastion " + v.name if bastion else v.name,
-                str(threads), v.med("rps"), v.med("p99") if v is not floor else "",
+                str(threads), v.med("rps"), v.med("p99") if v not in (floor, own_verify) else "",
                 fmt_ratio(r), f"≥ {lf}" if bastion else "",
                 verdict(r, lf) if bastion else "",
+                fmt_ratio(ratio(v, own_verify)) if bastion else "",
                 f"{during.p99:.1f} ({during.rps:.0f} req/s)" if during else "",
                 f"< {pf:g}" if during else "",
                 verdict(during.p99, pf, higher_is_better=False) if during else "",
             )  # fmt: skip
             results[f"login/{db}/w{workers}/{v.name}"] = {
                 "per_s": v.med("rps"), "ratio": r,
+                "ratio_to_own_verify": ratio(v, own_verify) if bastion else None,
                 "session_p99_ms_during": during.p99 if during else None,
                 "bad": sum(x.bad for x in v.runs),
             }  # fmt: skip
