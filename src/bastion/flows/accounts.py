@@ -261,9 +261,11 @@ def _signed_in(
     device: dict[str, Any],
 ) -> Steps[tuple[RowMapping, session_flow.NewSession, bool]]:
     """The sign-in's transaction: the session, the known device, the location, the new
-    device alert, the attempt log and the audit event; the user row as it now is. The
-    first six parts are independent of each other (no part reads what another writes):
-    on PostgreSQL they go out as one statement (``direct.together``)."""
+    device alert, the attempt log and the audit event; the user row as it now is. All
+    but the alert and the audit event are independent of each other (no part reads
+    what another writes): on PostgreSQL they go out as one statement
+    (``direct.together``). The audit lock comes after their row locks, as in every
+    other transaction that appends to the audit trail."""
     from bastion.store import devices as device_store
 
     user_id = user["id"]

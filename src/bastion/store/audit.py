@@ -52,8 +52,8 @@ def _content(row: dict[str, Any]) -> str:
 
 def _chained(prev_hash: str, content: str) -> str:
     """sha256 of ``["<prev_hash>",<content>`` (the JSON array of the previous hash, a
-    64-digit hex string that needs no escaping, and the event), as ``_CHAINED`` computes
-    it in PostgreSQL."""
+    64-digit hex string that needs no escaping, and the event), as ``_chained_insert``
+    computes it in PostgreSQL."""
     return hashlib.sha256(f'["{prev_hash}"{content}'.encode()).hexdigest()
 
 
