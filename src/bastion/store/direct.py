@@ -84,6 +84,10 @@ class Query:
     def for_dialect(self, name: str) -> Any:
         return self.stmt[name] if isinstance(self.stmt, dict) else self.stmt
 
+    def nothing(self) -> Any:
+        """What the step receives when there is nothing to run on this dialect."""
+        return [] if self.rows else None
+
 
 def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
@@ -162,7 +166,7 @@ def together(*parts: Steps[Any] | None) -> Steps[tuple[Any, ...]]:
 async def _engine_query(conn: AsyncConnection, query: Query) -> Any:
     stmt = query.for_dialect(conn.dialect.name)
     if stmt is None:
-        return [] if query.rows else None
+        return query.nothing()
     result = await conn.execute(stmt, dict(query.params))
     if query.rows:
         return list(result.mappings().all()) if result.returns_rows else []
@@ -331,7 +335,7 @@ class Direct:
     def _sqlite_query(self, conn: sqlite3.Connection, query: Query) -> Any:
         stmt = query.for_dialect("sqlite")
         if stmt is None:
-            return [] if query.rows else None
+            return query.nothing()
         prep = self._prepare(stmt)
         raw = conn.execute(prep.sql, prep.args(query.params)).fetchall()
         return prep.result(raw, query.rows)
@@ -356,16 +360,19 @@ class Direct:
     async def _pg_query(self, conn: Any, query: Query) -> Any:
         stmt = query.for_dialect("postgresql")
         if stmt is None:
-            return [] if query.rows else None
+            return query.nothing()
         prep = self._prepare(stmt)
         raw = await conn.fetch(prep.sql, *prep.args(query.params))
         return prep.result(raw, query.rows)
 
     async def _pg_batch(self, conn: Any, batch: Batch) -> tuple[Any, ...]:
         """The batch's queries as one statement (``PreparedBatch``)."""
-        live = [(i, q, q.for_dialect("postgresql")) for i, q in enumerate(batch.queries)]
-        live = [(i, q, stmt) for i, q, stmt in live if stmt is not None]
-        results: list[Any] = [[] if q.rows else None for q in batch.queries]
+        live = [
+            (i, q, stmt)
+            for i, q in enumerate(batch.queries)
+            if (stmt := q.for_dialect("postgresql")) is not None
+        ]
+        results: list[Any] = [q.nothing() for q in batch.queries]
         if len(live) == 1:
             i, q, _ = live[0]
             results[i] = await self._pg_query(conn, q)
