@@ -3,13 +3,26 @@ new-device alert, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.support import STRONG, Server, csrf, db_query, login, register, unique_email
+from tests.support import (
+    STRONG,
+    Server,
+    csrf,
+    db_query,
+    login,
+    register,
+    run_async,
+    unique_email,
+)
 
 FIREFOX_UBUNTU = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
 CHROME_WINDOWS = (
@@ -229,6 +242,85 @@ def test_last_active_written_at_most_once_a_minute(server: Server) -> None:
         assert touched >= before - timedelta(seconds=2)
         assert a.get("/api/auth/session").status_code == 200
         assert last_active(server, sid) == touched  # written once, not again
+
+
+def test_requests_that_find_last_active_stale_together_all_answer(server: Server) -> None:
+    """A page firing its API calls at once when last active is a minute old: every
+    request answers (cookie and bearer alike) and last active is written."""
+    with client(server, FIREFOX_UBUNTU) as a:
+        email = unique_email("burst")
+        sid = register(a, email).json()["session"]["id"]
+        cookie = a.cookies.get("bastion_session") or ""
+        grant = a.post(
+            "/api/auth/token",
+            data={"grant_type": "password", "username": email, "password": STRONG},
+        )
+        assert grant.status_code == 200, grant.text
+        user_id = q(server, "SELECT user_id FROM sessions WHERE id = $1", sid)[0][0]
+        sids = q(server, "SELECT id FROM sessions WHERE user_id = $1", user_id)
+        bearer_sid = next(row[0] for row in sids if row[0] != sid)
+        access = grant.json()["access_token"]
+    for session_id, headers in (
+        (sid, {"Cookie": f"bastion_session={cookie}"}),
+        (bearer_sid, {"Authorization": f"Bearer {access}"}),
+    ):
+        set_last_active(server, session_id, datetime.now(UTC) - timedelta(minutes=5))
+        before = datetime.now(UTC)
+
+        def check(_: int, headers: dict[str, str] = headers) -> int:
+            with server.client(headers=headers) as c:
+                return c.get("/api/auth/session").status_code
+
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(check, range(48)))
+        assert statuses == [200] * 48
+        assert last_active(server, session_id) >= before - timedelta(seconds=2)
+
+
+def test_concurrent_last_active_writes_of_one_session_are_one_write(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requests of one process that find a session stale at the same moment share
+    one write (flows/sessions.py ``touch_last_active``): on SQLite, 32 requests each
+    queueing for the write lock stalled for over a second."""
+    from bastion.flows import sessions as session_flow
+    from bastion.runtime import Bastion
+    from bastion.settings import load_settings
+    from bastion.store import direct
+
+    with client(server, FIREFOX_UBUNTU) as a:
+        sid = register(a, unique_email("touch")).json()["session"]["id"]
+    set_last_active(server, sid, datetime.now(UTC) - timedelta(minutes=5))
+    writes: list[int] = []
+    real = direct.transaction
+
+    async def counted(*args: Any, **kw: Any) -> Any:
+        writes.append(1)
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(direct, "transaction", counted)
+    settings = load_settings(
+        database_url=server.database_url, secret_key="touch-test-" + "x" * 40, data_dir=tmp_path
+    )
+    first = datetime.now(UTC).replace(microsecond=0)
+
+    async def go() -> None:
+        bx = Bastion.create(settings)
+        try:
+            now = first
+            await asyncio.gather(*(session_flow.touch_last_active(bx, sid, now) for _ in range(32)))
+            assert len(writes) == 1 and bx.touching == {}
+            later = first + timedelta(minutes=2)
+            await asyncio.gather(
+                *(session_flow.touch_last_active(bx, sid, later) for _ in range(8))
+            )
+            assert len(writes) == 2 and bx.touching == {}
+        finally:
+            await direct.close_direct(bx.db)
+            await bx.close()
+
+    run_async(go())
+    assert last_active(server, sid) == first + timedelta(minutes=2)
 
 
 def test_new_device_alert_fires_for_unseen_device_only(server: Server) -> None:

@@ -147,6 +147,8 @@ class Bastion:
     mail_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     hash_pool: ThreadPoolExecutor = field(default_factory=_hash_pool)
     hash_memory: HashMemory = field(default_factory=HashMemory)
+    # Last-active writes in flight, by session id (flows/sessions.py touch_last_active).
+    touching: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings) -> Bastion:

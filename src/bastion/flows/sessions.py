@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bastion.core import secrets as core_secrets
 from bastion.flows.context import RequestContext
 from bastion.runtime import Bastion
+from bastion.store import direct
 from bastion.store import sessions as session_store
 from bastion.store.direct import Steps, run_in
 
@@ -89,11 +92,34 @@ async def validate(bx: Bastion, token: str, now: datetime) -> Authenticated | No
     if row is None or row["expires_at"] <= now:
         return None
     if row["last_active_at"] <= now - TOUCH_INTERVAL:
-        async with bx.db.write() as conn:
-            await session_store.touch(conn, row["session_id"], now, now - TOUCH_INTERVAL)
+        await touch_last_active(bx, row["session_id"], now)
     return Authenticated(
         user=row, session_id=row["session_id"], session_expires_at=row["expires_at"], via="cookie"
     )
+
+
+async def touch_last_active(bx: Bastion, session_id: str, now: datetime) -> None:
+    """Write a session's last active time (at most once a minute, SPEC §7). The
+    requests of one session that find it stale at the same moment (a page firing its
+    API calls together) share one write rather than queueing one each for the write
+    lock: 32 such requests on SQLite stalled for a second and more."""
+    pending = bx.touching.get(session_id)
+    if pending is None:
+        pending = asyncio.ensure_future(
+            direct.transaction(
+                bx.db, session_store.touched(session_id, now, now - TOUCH_INTERVAL), True
+            )
+        )
+        bx.touching[session_id] = pending
+        pending.add_done_callback(functools.partial(_touch_done, bx.touching, session_id))
+    await asyncio.shield(pending)
+
+
+def _touch_done(touching: dict[str, Any], session_id: str, done: asyncio.Future[Any]) -> None:
+    if touching.get(session_id) is done:
+        del touching[session_id]
+    if not done.cancelled():
+        done.exception()  # read here too, so that a write every waiter left is not reported
 
 
 def csrf_token_for(bx: Bastion, session_id: str) -> str:

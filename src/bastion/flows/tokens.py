@@ -33,7 +33,7 @@ from bastion.flows.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from bastion.flows.sessions import TOUCH_INTERVAL, Authenticated
+from bastion.flows.sessions import TOUCH_INTERVAL, Authenticated, touch_last_active
 from bastion.runtime import Bastion
 from bastion.store import audit
 from bastion.store import sessions as session_store
@@ -408,8 +408,7 @@ async def verify_bearer(bx: Bastion, token: str) -> Authenticated | None:
         return None
     claims, principal = found
     if principal["session_last_active_at"] <= now - TOUCH_INTERVAL:
-        async with bx.db.write() as conn:
-            await session_store.touch(conn, claims["sid"], now, now - TOUCH_INTERVAL)
+        await touch_last_active(bx, claims["sid"], now)
     return Authenticated(
         user=principal, session_id=claims["sid"], session_expires_at=None, via="bearer"
     )

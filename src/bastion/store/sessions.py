@@ -70,8 +70,10 @@ async def lookup_direct(db: Database, token_hash: str) -> RowMapping | LazyRow |
     return await first_direct_batched(db, _LOOKUP, _LOOKUP_MANY, {"h": token_hash})
 
 
-async def touch(conn: AsyncConnection, session_id: str, now: datetime, before: datetime) -> None:
-    await conn.execute(_TOUCH, {"sid": session_id, "now": now, "before": before})
+def touched(session_id: str, now: datetime, before: datetime) -> Steps[None]:
+    """Last active set to ``now`` unless it was written since ``before`` (by another
+    request or process): one statement, atomic by itself."""
+    yield Query(_TOUCH, {"sid": session_id, "now": now, "before": before})
 
 
 async def delete_by_id(conn: AsyncConnection, session_id: str, user_id: str | None = None) -> int:
