@@ -65,3 +65,44 @@ def test_direct_session_reader_returns_the_engines_row(server: Server) -> None:
     assert direct == engine_row
     assert {k: type(v) for k, v in direct.items()} == {k: type(v) for k, v in engine_row.items()}
     assert missing is None
+
+
+def test_session_fast_path_reads_the_caller_as_the_router_does(server: Server) -> None:
+    """The fast path reads the Authorization and Cookie headers from the raw scope: for
+    every shape of them it must find the same caller as the router (a bearer token
+    wins over the cookie, the first of repeated headers counts, other cookies around)."""
+    from tests.support import STRONG, unique_email
+
+    email = unique_email("shapes")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+        session = c.cookies.get("bastion_session") or ""
+        grant = c.post(
+            "/api/auth/token",
+            data={"grant_type": "password", "username": email, "password": STRONG},
+        )
+        assert grant.status_code == 200, grant.text
+        access = grant.json()["access_token"]
+    shapes: list[list[tuple[str, str]]] = [
+        [("Cookie", f"bastion_session={session}")],
+        [("Cookie", f'theme=dark; bastion_session={session}; lang="en"')],
+        [("Cookie", f"bastion_session={session}"), ("Cookie", "bastion_session=stale")],
+        [("Cookie", "bastion_session=stale"), ("Cookie", f"bastion_session={session}")],
+        [("Authorization", f"Bearer {access}")],
+        [("Authorization", f"bearer   {access}")],
+        [("Authorization", "Bearer not-a-token"), ("Cookie", f"bastion_session={session}")],
+        [("Authorization", f"Basic {access}"), ("Cookie", f"bastion_session={session}")],
+        [("Authorization", f"Bearer {access}"), ("Authorization", "Bearer not-a-token")],
+        [("Cookie", "bastion_session=")],
+        [],
+    ]
+    with server.client() as c:
+        for headers in shapes:
+            fast = c.get("/api/auth/session", headers=headers)
+            slow = c.get("/api/auth/session?via=router", headers=headers)
+            assert (fast.status_code, fast.json()) == (slow.status_code, slow.json()), headers
+            assert fast.headers["x-content-type-options"] == "nosniff"
+    with server.client() as c:  # the shapes cover both answers
+        assert c.get("/api/auth/session", headers=shapes[0]).status_code == 200
+        assert c.get("/api/auth/session", headers=shapes[4]).status_code == 200
+        assert c.get("/api/auth/session", headers=shapes[6]).status_code == 401

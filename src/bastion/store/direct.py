@@ -563,6 +563,9 @@ def _renumbered(offset: int, match: re.Match[str]) -> str:
     return f"${int(match.group(1)) + offset}"
 
 
+_UNREAD = object()  # LazyRow: a column not converted yet
+
+
 class LazyRow(Mapping[str, Any]):
     """A row whose values are converted (times parsed) when first read: a request
     reads a handful of the user's twenty columns."""
@@ -575,14 +578,12 @@ class LazyRow(Mapping[str, Any]):
         self._done: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._done[key]
-        except KeyError:
-            pass
-        i = self._prep.index[key]  # KeyError for an unknown column, like RowMapping
-        proc = self._prep.procs[i]
-        value = self._raw[i] if proc is None else proc(self._raw[i])
-        self._done[key] = value
+        done = self._done
+        value = done.get(key, _UNREAD)
+        if value is _UNREAD:
+            i = self._prep.index[key]  # KeyError for an unknown column, like RowMapping
+            proc = self._prep.procs[i]
+            value = done[key] = self._raw[i] if proc is None else proc(self._raw[i])
         return value
 
     def __iter__(self) -> Iterator[str]:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from starlette.requests import cookie_parser
 
 from bastion.flows import sessions as session_flow
 from bastion.flows.context import RequestContext, utcnow
@@ -48,18 +49,26 @@ async def authenticate(request: Request) -> session_flow.Authenticated | None:
     cached = request.scope.get("state", {}).get("auth", False)
     if cached is not False:
         return cached  # type: ignore[no-any-return]
-    bx = get_bx(request)
-    auth: session_flow.Authenticated | None = None
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        if bearer_verifier is not None:
-            auth = await bearer_verifier(bx, header[7:].strip())
-    else:
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            auth = await session_flow.validate(bx, token, utcnow())
+    auth = await _caller(
+        get_bx(request), request.headers.get("authorization", ""), request.headers.get("cookie")
+    )
     request.scope.setdefault("state", {})["auth"] = auth
     return auth
+
+
+async def _caller(
+    bx: Bastion, authorization: str, cookie_header: str | None
+) -> session_flow.Authenticated | None:
+    """``authenticate`` from the two headers (the first of each, as Starlette reads
+    them): the bearer token, else the session cookie."""
+    if authorization[:7].lower() == "bearer ":
+        if bearer_verifier is None:
+            return None
+        return await bearer_verifier(bx, authorization[7:].strip())
+    token = cookie_parser(cookie_header).get(SESSION_COOKIE) if cookie_header else None
+    if token:
+        return await session_flow.validate(bx, token, utcnow())
+    return None
 
 
 async def optional_user(request: Request) -> session_flow.Authenticated | None:
@@ -188,11 +197,18 @@ async def session_fast_path(app: Any, scope: Any) -> JSONResponse | None:
     if bx is None:
         return None
     scope.setdefault("app", app)  # as Starlette sets it; get_bx reads it
+    authorization = cookie_header = None
+    for name, value in scope["headers"]:  # the first of each, as Request.headers.get
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"cookie" and cookie_header is None:
+            cookie_header = value.decode("latin-1")
     try:
-        auth = await authenticate(Request(scope))
+        auth = await _caller(bx, authorization or "", cookie_header)
     except Exception:  # noqa: BLE001 - the normal route answers errors its own way
-        scope.get("state", {}).pop("auth", None)
         return None
+    scope.setdefault("state", {})["auth"] = auth  # the normal route reuses it
     if auth is None:
         return None
     return JSONResponse(session_payload(bx, auth), headers={"Cache-Control": "no-store"})
