@@ -113,9 +113,16 @@ def insert_values(table: Any, insert: Any = None, skip: tuple[str, ...] = ()) ->
 
 def row_of(table: Any, skip: tuple[str, ...] = (), **values: Any) -> dict[str, Any]:
     """The parameters of ``insert_values``: every column, None where not given."""
-    row = dict.fromkeys((c.key for c in table.c if c.key not in skip), None)
+    row = _empty_row(table, skip).copy()
     row.update(values)
     return row
+
+
+@functools.cache
+def _empty_row(table: Any, skip: tuple[str, ...]) -> dict[str, Any]:
+    """Every column of ``table`` but ``skip``, as None: worked out once per table (the
+    rows of every sign-in are built from these)."""
+    return dict.fromkeys((c.key for c in table.c if c.key not in skip), None)
 
 
 @dataclass(frozen=True, slots=True)
