@@ -366,3 +366,71 @@ def test_sqlite_write_queue_makes_processes_take_turns(tmp_path: Path) -> None:
     again.join(timeout=10)
     assert other.wait(timeout=10) == 0
     assert retaken and float(entered[1]) < retaken[0]
+
+
+def test_sign_in_does_the_same_database_work_before_the_hash_for_unknown_emails(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §3: timing must not tell which emails have accounts. Up to the password hash
+    a sign-in for an unknown email makes the same driver calls as one for an account
+    (the user read and the lockout slot go out together: one round trip on
+    PostgreSQL); before, an unknown email cost one statement more (the slot's state
+    read after the take found no row)."""
+    from bastion.flows import accounts
+    from bastion.flows.context import RequestContext
+    from bastion.flows.errors import InvalidCredentials
+    from bastion.runtime import Bastion
+    from bastion.settings import load_settings
+    from bastion.store import direct
+
+    email = unique_email("parity")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+    calls: list[str] = []  # every statement sent (a batch is one on PostgreSQL)
+    for owner, name in (
+        (direct.Direct, "_sqlite_first"),
+        (direct.Direct, "_sqlite_query"),
+        (direct.Direct, "_pg_query"),
+        (direct.Direct, "_pg_batch"),
+        (direct._PgPool, "fetchrow"),
+    ):
+        real = getattr(owner, name)
+
+        def counted(self: Any, *args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(owner, name, counted)
+    settings = load_settings(
+        database_url=server.database_url, secret_key="parity-test-" + "x" * 40, data_dir=tmp_path
+    )
+
+    async def before_hash(who: str, device_cookie: str | None = None) -> list[str]:
+        bx = Bastion.create(settings)
+        seen: list[str] = []
+        verify = bx.verify_password
+
+        async def noted(stored: str | None, password: str) -> bool:
+            seen.extend(calls)
+            return await verify(stored, password)
+
+        bx.verify_password = noted  # type: ignore[method-assign]
+        calls.clear()
+        try:
+            with pytest.raises(InvalidCredentials):
+                context = RequestContext(ip="192.0.2.7", device_cookie=device_cookie)
+                await accounts.login(bx, context, who, "Wrong-Horse-1!")
+        finally:
+            await direct.close_direct(bx.db)
+            await bx.close()
+        return seen
+
+    known = run_async(before_hash(email))
+    unknown = run_async(before_hash(unique_email("nobody")))
+    assert known == unknown
+    if server.database_url.startswith("postgresql"):
+        assert known == ["fetchrow", "_pg_batch"]  # the IP's failures; user and slot
+    # A device cookie that is no account's (an attacker's guess) changes nothing.
+    assert run_async(before_hash(email, "forged.cookie")) == run_async(
+        before_hash(unique_email("nobody"), "forged.cookie")
+    )

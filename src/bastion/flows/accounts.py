@@ -31,8 +31,6 @@ from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 from bastion.store.direct import Steps, run_in, together
 
-NO_USER = lockout.Counter("0" * 32)
-
 
 @dataclass(frozen=True)
 class SignedIn:
@@ -174,11 +172,25 @@ async def login(
         await _record(bx, ctx, email, None, False, "rate_limited")
         raise RateLimited(retry_after=ip_state.retry_after)
 
-    user = await user_store.get_by_email_direct(bx.db, email)
+    taken = False
+    if ctx.device_cookie:  # its counter may be the device's: the user's id tells
+        user = await user_store.get_by_email_direct(bx.db, email)
+    else:  # the account's counter: the user read and its slot in one round trip
+        user, taken = await direct.transaction(
+            bx.db,
+            together(
+                user_store.by_email(email),
+                lockout.taken_by_email(email, s.lockout_threshold, ctx.now),
+            ),
+            autocommit=True,
+        )
     if user is None:
         # Same work as for a wrong password: a lockout reservation (on no row) and a
         # hash, so that timing does not tell which emails have accounts (SPEC §3).
-        await lockout.reserve(bx.db, NO_USER, s.lockout_threshold, s.lockout_duration)
+        if ctx.device_cookie:  # the slot an account's counter would have taken
+            await direct.transaction(
+                bx.db, lockout.taken_by_email(email, s.lockout_threshold, ctx.now), True
+            )
         await bx.verify_password(None, password)
         await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
         await _record(bx, ctx, email, None, False, "unknown_email", audit_failure=True)
@@ -187,7 +199,8 @@ async def login(
     device_id = devicecookie.device_id_for(bx.device, ctx.device_cookie, user["id"])
     counter = lockout.Counter(user["id"], device_id)
     try:
-        await lockout.reserve(bx.db, counter, s.lockout_threshold, s.lockout_duration)
+        if not taken:
+            await lockout.reserve(bx.db, counter, s.lockout_threshold, s.lockout_duration)
     except AccountLocked:
         await _record(bx, ctx, email, user["id"], False, "account_locked", audit_failure=True)
         raise

@@ -119,6 +119,20 @@ _ENSURE_DEVICE_ROW = per_dialect(
 )
 
 
+# The account counter's slot taken by email (the user row is its counter): a sign-in
+# without a device cookie reads the user and takes the slot in one round trip.
+_TAKE_BY_EMAIL = _statements(users, users.c.email == bindparam("email")).take
+
+
+def taken_by_email(email: str, threshold: int, now: datetime) -> Steps[bool]:
+    """Take one of the account's slots by its email, without waiting: True when taken;
+    False when there is no such account or no slot is free (``reserve`` then waits or
+    answers 423). It changes only the counter's columns, so a read of the user batched
+    beside it (one snapshot on PostgreSQL, before it on SQLite) sees the row as it was."""
+    taken = yield Query(_TAKE_BY_EMAIL, {"email": email, "threshold": threshold, "now": now})
+    return taken is not None
+
+
 def _for(counter: Counter) -> _Statements:
     return _ACCOUNT if counter.device_id is None else _DEVICE
 

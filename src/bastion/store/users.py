@@ -22,6 +22,11 @@ def by_id(user_id: str) -> Steps[RowMapping | None]:
     return row
 
 
+def by_email(email: str) -> Steps[RowMapping | None]:
+    row: RowMapping | None = yield Query(_BY_EMAIL, {"email": email})
+    return row
+
+
 async def get_by_id(conn: AsyncConnection, user_id: str) -> RowMapping | None:
     return await run_in(conn, by_id(user_id))
 
