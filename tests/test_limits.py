@@ -5,6 +5,7 @@ in Redis (two processes sharing them), and Redis failing closed."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -56,6 +57,18 @@ def test_ip_failure_limit_spans_emails_and_processes(
             assert r.status_code == 429, r.text
             assert r.json()["error"] == "rate_limited"
             assert int(r.headers["Retry-After"]) >= 1
+
+    def over_budget(i: int) -> int:
+        with (a if i % 2 else b).client() as c:
+            return login(c, victim, STRONG).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        assert set(pool.map(over_budget, range(20))) == {429}
+    # An IP over its budget never touches the account's lockout counter: only the one
+    # wrong password above holds a slot (with the database limiter the budget's read and
+    # the slot go out in one statement, the slot guarded by the budget).
+    counted = q(a, "SELECT failed_login_attempts FROM users WHERE email = $1", victim)
+    assert counted[0][0] == 1
     if limits_env:
         keys = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).keys("bastion:rl:*")
         assert any(b"login-fail:ip:127.0.0.1" in k for k in keys), keys

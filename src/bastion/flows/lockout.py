@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -29,7 +29,7 @@ from bastion.flows.errors import AccountLocked
 from bastion.store import direct
 from bastion.store.db import Database
 from bastion.store.direct import Query, Steps, per_dialect, run_in
-from bastion.store.tables import TS, device_lockouts, users
+from bastion.store.tables import TS, device_lockouts, rate_limits, users
 
 # How long an attempt waits for a slot held by attempts in flight. A password check takes
 # well under a second; slots still held after this long are taken to be leaked by a
@@ -120,17 +120,35 @@ _ENSURE_DEVICE_ROW = per_dialect(
 
 
 # The account counter's slot taken by email (the user row is its counter): a sign-in
-# without a device cookie reads the user and takes the slot in one round trip.
+# without a device cookie reads the user and takes the slot in one round trip. The
+# second form takes it only while the client's IP is within its failure budget, so
+# that the budget's read can go out in the same round trip and an IP over it never
+# touches the account's counter (SPEC §3: the IP budget comes first).
 _TAKE_BY_EMAIL = _statements(users, users.c.email == bindparam("email")).take
+_TAKE_BY_EMAIL_WITHIN_IP_BUDGET = _TAKE_BY_EMAIL.where(
+    ~exists().where(
+        rate_limits.c.key == bindparam("ip_key"),
+        rate_limits.c.count >= bindparam("ip_limit"),
+        rate_limits.c.window_ends_at > bindparam("now", type_=TS),
+    )
+)
 
 
-def taken_by_email(email: str, threshold: int, now: datetime) -> Steps[bool]:
+def taken_by_email(
+    email: str, threshold: int, now: datetime, ip_budget: tuple[str, int] | None = None
+) -> Steps[bool]:
     """Take one of the account's slots by its email, without waiting: True when taken;
-    False when there is no such account or no slot is free (``reserve`` then waits or
-    answers 423). It changes only the counter's columns, so a read of the user batched
-    beside it (one snapshot on PostgreSQL, before it on SQLite) sees the row as it was."""
-    taken = yield Query(_TAKE_BY_EMAIL, {"email": email, "threshold": threshold, "now": now})
-    return taken is not None
+    False when there is no such account, no slot is free (``reserve`` then waits or
+    answers 423) or, with ``ip_budget`` (the IP's rate-limit key and limit), the IP has
+    used its budget up. It changes only the counter's columns, so a read of the user
+    batched beside it (one snapshot on PostgreSQL, before it on SQLite) sees the row as
+    it was."""
+    params: dict[str, Any] = {"email": email, "threshold": threshold, "now": now}
+    stmt = _TAKE_BY_EMAIL
+    if ip_budget is not None:
+        stmt = _TAKE_BY_EMAIL_WITHIN_IP_BUDGET
+        params["ip_key"], params["ip_limit"] = ip_budget
+    return (yield Query(stmt, params)) is not None
 
 
 def _for(counter: Counter) -> _Statements:

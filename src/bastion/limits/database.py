@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bastion.limits import Count
 from bastion.store.db import Database
-from bastion.store.direct import first_direct
+from bastion.store.direct import Query, Steps, first_direct
 from bastion.store.tables import TS, rate_limits
 
 # Built once: every sign-in peeks at its IP's failure count.
@@ -43,10 +43,11 @@ class DatabaseLimiter:
         return Count(int(row[0]), _seconds(row[1] - now))
 
     async def peek(self, key: str, now: datetime) -> Count:
-        row = await first_direct(self.db, _PEEK, {"key": key, "now": now})
-        if row is None:
-            return Count(0, 0)
-        return Count(int(row["count"]), _seconds(row["window_ends_at"] - now))
+        return _count(await first_direct(self.db, _PEEK, {"key": key, "now": now}), now)
+
+    def peeked(self, key: str, now: datetime) -> Steps[Count]:
+        """``peek`` as a step, to go out together with a sign-in's first statements."""
+        return _count((yield Query(_PEEK, {"key": key, "now": now})), now)
 
     async def reset(self, key: str) -> None:
         async with self.db.write() as conn:
@@ -54,6 +55,12 @@ class DatabaseLimiter:
 
     async def ping(self) -> bool:
         return await self.db.ping()
+
+
+def _count(row: Any, now: datetime) -> Count:
+    if row is None:
+        return Count(0, 0)
+    return Count(int(row["count"]), _seconds(row["window_ends_at"] - now))
 
 
 def _seconds(delta: timedelta) -> int:
