@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,12 +175,9 @@ async def login(
         await _record(bx, ctx, email, None, False, "rate_limited")
         raise RateLimited(retry_after=ip_state.retry_after)
     if user is None:
-        # Same work as for a wrong password: a lockout reservation (on no row) and a
-        # hash, so that timing does not tell which emails have accounts (SPEC §3).
-        if ctx.device_cookie:  # the slot an account's counter would have taken
-            await direct.transaction(
-                bx.db, lockout.taken_by_email(email, s.lockout_threshold, ctx.now), True
-            )
+        # Same work as for a wrong password: a lockout reservation (on no row, in
+        # ``_opened``) and a hash, so that timing does not tell which emails have
+        # accounts (SPEC §3).
         await bx.verify_password(None, password)
         await bx.limiter.hit(ip_key, s.ip_failure_window, ctx.now)
         await _record(bx, ctx, email, None, False, "unknown_email", audit_failure=True)
@@ -244,32 +242,29 @@ async def _opened(
     too (the slot is then taken only while the IP is within its budget)."""
     s = bx.settings
     limiter = bx.limiter
-    if isinstance(limiter, DatabaseLimiter) and not ctx.device_cookie:
-        within = (ip_key, s.ip_failure_limit)
-        ip_state, user, taken = await direct.transaction(
-            bx.db,
-            together(
-                limiter.peeked(ip_key, ctx.now),
-                user_store.by_email(email),
-                lockout.taken_by_email(email, s.lockout_threshold, ctx.now, within),
-            ),
-            autocommit=True,
-        )
-        return ip_state, user, taken
-    ip_state = await limiter.peek(ip_key, ctx.now)
-    if ip_state.count >= s.ip_failure_limit:
-        return ip_state, None, False
+    # The database limiter's count can go out with the user read and the slot.
+    batched = limiter if isinstance(limiter, DatabaseLimiter) and not ctx.device_cookie else None
+    ip_state = Count(0, 0)
+    if batched is None:
+        ip_state = await limiter.peek(ip_key, ctx.now)
+        if ip_state.count >= s.ip_failure_limit:
+            return ip_state, None, False
+    take = functools.partial(lockout.taken_by_email, email, s.lockout_threshold, ctx.now)
     if ctx.device_cookie:
-        return ip_state, await user_store.get_by_email_direct(bx.db, email), False
-    user, taken = await direct.transaction(
+        user = await user_store.get_by_email_direct(bx.db, email)
+        if user is None:  # the slot an account's counter would have taken (timing)
+            await direct.transaction(bx.db, take(), autocommit=True)
+        return ip_state, user, False
+    counted, user, taken = await direct.transaction(
         bx.db,
         together(
+            None if batched is None else batched.peeked(ip_key, ctx.now),
             user_store.by_email(email),
-            lockout.taken_by_email(email, s.lockout_threshold, ctx.now),
+            take(None if batched is None else (ip_key, s.ip_failure_limit)),
         ),
         autocommit=True,
     )
-    return ip_state, user, taken
+    return (ip_state if batched is None else counted), user, taken
 
 
 async def complete_sign_in(

@@ -32,8 +32,7 @@ async def get_by_id(conn: AsyncConnection, user_id: str) -> RowMapping | None:
 
 
 async def get_by_email(conn: AsyncConnection, email: str) -> RowMapping | None:
-    row: RowMapping | None = (await conn.execute(_BY_EMAIL, {"email": email})).mappings().first()
-    return row
+    return await run_in(conn, by_email(email))
 
 
 async def get_by_email_direct(db: Database, email: str) -> RowMapping | None:
