@@ -96,7 +96,9 @@ def test_chain_stays_whole_under_parallel_sign_ins_from_two_processes(
     make_server: ServerFactory,
 ) -> None:
     """Sign-ins append to the chain from many requests at once, in two server processes
-    on one database (on PostgreSQL the insert reads the last hash and hashes in SQL):
+    on one database (on PostgreSQL each append is one statement, which locks, reads the
+    last hash and hashes in SQL: `bastion_audit_link`, migration 0006, and within the
+    sign-in's one statement):
     no fork, no lost event, every event hashed as ``event_hash`` does."""
     first = make_server()
     second = make_server(database_url=first.database_url)

@@ -434,3 +434,53 @@ def test_sign_in_does_the_same_database_work_before_the_hash_for_unknown_emails(
     assert run_async(before_hash(email, "forged.cookie")) == run_async(
         before_hash(unique_email("nobody"), "forged.cookie")
     )
+
+
+def test_a_password_sign_in_is_two_statements_on_postgresql(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/performance.md: once the account's location baseline is full and the device
+    known, a PostgreSQL sign-in sends two statements: the first reads (IP failures,
+    user, lockout slot) and the sign-in's transaction, whose one statement also appends
+    the audit event (``bastion_audit_link``, migration 0006); the events still chain."""
+    from bastion.flows import accounts
+    from bastion.flows.context import RequestContext
+    from bastion.flows.report import verify_audit_chain
+    from bastion.runtime import Bastion
+    from bastion.settings import load_settings
+    from bastion.store import direct
+
+    email = unique_email("two-statements")
+    with server.client() as c:
+        assert register(c, email).status_code == 201
+    calls: list[str] = []
+    for name in ("_sqlite_first", "_sqlite_query", "_pg_query", "_pg_batch"):
+        real = getattr(direct.Direct, name)
+
+        def counted(self: Any, *args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+            calls.append(_name)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(direct.Direct, name, counted)
+    settings = load_settings(
+        database_url=server.database_url, secret_key="two-statements-" + "x" * 40, data_dir=tmp_path
+    )
+
+    async def sign_ins() -> tuple[Any, list[list[str]], tuple[int, int | None]]:
+        bx = Bastion.create(settings)
+        sent = []
+        try:
+            for _ in range(4):  # the first ones also fill the location baseline
+                calls.clear()
+                signed = await accounts.login(bx, RequestContext(ip="192.0.2.8"), email, STRONG)
+                sent.append(list(calls))
+            return signed, sent, await verify_audit_chain(bx)
+        finally:
+            await direct.close_direct(bx.db)
+            await bx.close()
+
+    signed, sent, (events, broken) = run_async(sign_ins())
+    assert signed.user["email"] == email
+    assert broken is None and events >= 5  # the registration's and these sign-ins'
+    if server.database_url.startswith("postgresql"):
+        assert sent[-1] == ["_pg_batch", "_pg_batch"], sent

@@ -296,12 +296,18 @@ def _signed_in(
     release: lockout.Counter | None,
     device: dict[str, Any],
 ) -> Steps[tuple[RowMapping, session_flow.NewSession, bool]]:
-    """The sign-in's transaction: the session, the known device, the location, the new
-    device alert, the attempt log and the audit event; the user row as it now is. All
-    but the alert and the audit event are independent of each other (no part reads
-    what another writes): on PostgreSQL they go out as one statement
-    (``direct.together``). The audit lock comes after their row locks, as in every
-    other transaction that appends to the audit trail."""
+    """The sign-in's transaction: the session, the known device, the location, the attempt
+    log and the audit event, then the new device alert; the user row as it now is. All
+    but the alert are independent of each other (no part reads what another writes): on
+    PostgreSQL they go out as one statement (``direct.together``; BEGIN, it, COMMIT).
+
+    The audit append takes the chain's lock after the statement's row locks, as every
+    other transaction that appends does: it is the statement's one data-modifying part
+    that returns nothing, and PostgreSQL runs those after the parts whose rows the
+    statement reads (the lockout release, the known-device upsert). What a second round
+    may still write (a location baseline row, the unusual-location flag on the new
+    session) only the user's own sign-ins write too, and they take the audit lock in
+    their first round: none of them can hold such a row while waiting for the lock."""
     from bastion.store import devices as device_store
 
     user_id = user["id"]
@@ -311,7 +317,7 @@ def _signed_in(
     # The account's counter is the user row: its release answers the row as it now is
     # (a device's counter is a row of its own, and the user row is read beside it).
     account_counter = release is not None and release.device_id is None
-    released, read, session, is_new, others, _, _ = yield from together(
+    released, read, session, is_new, others, _, _, _ = yield from together(
         None if release is None else lockout.released(release),
         None if account_counter else user_store.by_id(user_id),
         session_flow.created(bx, user_id, ctx, device, sid=sid),
@@ -321,6 +327,15 @@ def _signed_in(
         device_store.others_known(user_id, fingerprint),
         locations.noted(user_id, sid, location, ctx.now),
         _attempt(ctx, user, success=True, reason=None),
+        audit.appended(
+            "login_succeeded",
+            now=ctx.now,
+            user_id=user_id,
+            actor_id=user_id,
+            ip_address=ctx.ip,
+            user_agent=ctx.user_agent,
+            details={"method": method},
+        ),
     )
     # The first sign-in of an account sends no alert: only a new device among others
     # already known does (the one just remembered is not counted).
@@ -335,15 +350,6 @@ def _signed_in(
             location=location,
             ip=ctx.ip,
         )
-    yield from audit.appended(
-        "login_succeeded",
-        now=ctx.now,
-        user_id=user_id,
-        actor_id=user_id,
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
-        details={"method": method},
-    )
     fresh = released if account_counter else read
     assert fresh is not None  # noqa: S101 - the user signing in
     return fresh, session, alert

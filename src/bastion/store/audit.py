@@ -2,8 +2,8 @@
 
 Each event stores the hash of the previous one and its own hash over its content, so an
 edited row breaks its own hash and a deleted row breaks the next link. Appends are
-serialised (an advisory lock on PostgreSQL; SQLite writers are serial already) so that
-the chain has no forks.
+serialised (an advisory lock on PostgreSQL, taken by the append's own statement; SQLite
+writers are serial already) so that the chain has no forks.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from bastion.store.direct import Query, Steps, insert_values, run_in
 from bastion.store.tables import audit_events
 
 GENESIS = "0" * 64
+# The advisory lock that serialises appends on PostgreSQL (taken in migration 0006's
+# bastion_audit_link; earlier versions took it in a statement of its own).
 AUDIT_LOCK_ID = 7_373_726_002
 
 
@@ -52,48 +54,43 @@ def _content(row: dict[str, Any]) -> str:
 
 def _chained(prev_hash: str, content: str) -> str:
     """sha256 of ``["<prev_hash>",<content>`` (the JSON array of the previous hash, a
-    64-digit hex string that needs no escaping, and the event), as ``_chained_insert``
-    computes it in PostgreSQL."""
+    64-digit hex string that needs no escaping, and the event), as ``bastion_audit_link``
+    computes it in PostgreSQL (migration 0006)."""
     return hashlib.sha256(f'["{prev_hash}"{content}'.encode()).hexdigest()
 
 
-# Built once. The lock serialises appends until the transaction ends.
-_LOCK = {
-    "postgresql": select(func.pg_advisory_xact_lock(literal_column(str(AUDIT_LOCK_ID)))),
-    "sqlite": None,  # writers are serial already
-}
 _LAST_HASH = select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limit(1)
+_FIELDS = [c for c in audit_events.c if c.key not in ("id", "prev_hash", "hash")]
 
 
-def _chained_insert() -> Any:
-    """PostgreSQL: read the chain's last hash and insert the event hashed onto it, in one
-    statement (after the lock, so its snapshot has every earlier event)."""
-    fields = [c for c in audit_events.c if c.key not in ("id", "prev_hash", "hash")]
-    last = select(
-        func.coalesce(_LAST_HASH.scalar_subquery(), literal_column(f"'{GENESIS}'")).label("h")
-    ).subquery("last")
-    payload: Any = (
-        literal_column("'[\"'")
-        + last.c.h
-        + literal_column("'\"'")
-        + bindparam("content", type_=String)
-    )
-    hashed = func.encode(
-        func.sha256(func.convert_to(payload, literal_column("'UTF8'"))),
-        literal_column("'hex'"),
+def _linked_insert() -> Any:
+    """PostgreSQL: one statement that links and inserts the event. The function
+    ``bastion_audit_link`` (migration 0006) takes the chain's advisory lock, then reads
+    the last hash in a snapshot of its own (so every event committed before the lock is
+    in it) and hashes the content onto it; the lock is held until the transaction ends."""
+    link = (
+        func.bastion_audit_link(bindparam("content", type_=String))
+        .table_valued("prev_hash", "hash")
+        .alias("link")
     )
     values = select(
-        *[bindparam(c.key, type_=c.type) for c in fields], last.c.h, hashed
-    ).select_from(last)
+        *[bindparam(c.key, type_=c.type) for c in _FIELDS], link.c.prev_hash, link.c.hash
+    ).select_from(link)
     return audit_events.insert().from_select(
-        [*(c.key for c in fields), "prev_hash", "hash"], values
+        [*(c.key for c in _FIELDS), "prev_hash", "hash"], values
     )
 
 
-_APPEND = {
-    "postgresql": _chained_insert(),
-    "sqlite": insert_values(audit_events, skip=("id",)),
+# Built once. The first statement of an append: on PostgreSQL the whole append (no
+# rows back); on SQLite, whose writers are serial already, the last hash (one row,
+# always), after which the event hashed onto it is inserted.
+_FIRST = {
+    "postgresql": _linked_insert(),
+    "sqlite": select(
+        func.coalesce(_LAST_HASH.scalar_subquery(), literal_column(f"'{GENESIS}'")).label("hash")
+    ),
 }
+_INSERT = {"postgresql": None, "sqlite": insert_values(audit_events, skip=("id",))}
 
 
 def appended(
@@ -106,11 +103,9 @@ def appended(
     user_agent: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> Steps[None]:
-    """Write one event (in the transaction that runs these steps). On PostgreSQL the
-    last hash is read and the new one computed by the insert itself (two round trips:
-    the lock, the insert); on SQLite here, from the last hash read before."""
-    yield Query(_LOCK, {})
-    last = yield Query({"postgresql": None, "sqlite": _LAST_HASH}, {})
+    """Write one event (in the transaction that runs these steps): one statement on
+    PostgreSQL (so an append can share a ``together`` round with other queries); on
+    SQLite a read of the last hash, then the insert."""
     row: dict[str, Any] = {
         "action": action,
         "actor_id": actor_id,
@@ -121,11 +116,12 @@ def appended(
         "created_at": now.astimezone(UTC).replace(microsecond=now.microsecond),
     }
     row["content"] = _content(row)
-    # Used on SQLite only (PostgreSQL's insert reads the last hash itself).
-    prev = last["hash"] if last is not None else GENESIS
-    row["prev_hash"] = prev
-    row["hash"] = _chained(prev, row["content"])
-    yield Query(_APPEND, row)
+    last = yield Query(_FIRST, row)
+    if last is None:  # PostgreSQL: linked and inserted
+        return
+    row["prev_hash"] = last["hash"]
+    row["hash"] = _chained(last["hash"], row["content"])
+    yield Query(_INSERT, row)
 
 
 async def append(conn: AsyncConnection, action: str, **fields: Any) -> None:
