@@ -151,8 +151,17 @@ class Server:
     def start(self) -> Server:
         self.cwd.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - lives as long as the process
+        # A session of its own, as a service has (systemd gives each unit its own
+        # cgroup): in the bench's session, Linux's autogroup scheduling put the servers
+        # in one CPU group with the load generator, and session checks during logins
+        # on PostgreSQL stalled for 100-650 ms a few times a minute (docs/performance.md).
         self.proc = subprocess.Popen(
-            self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self.cmd,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
