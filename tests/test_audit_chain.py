@@ -4,9 +4,13 @@ database (sqlite3 / psql), as someone with database access would."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
 
 from tests.admin_helpers import create_user, sql
 from tests.conftest import ServerFactory
@@ -135,3 +139,55 @@ def test_chain_stays_whole_under_parallel_sign_ins_from_two_processes(
     # Every link: each event's prev_hash is the hash of the event before it, in id order.
     rows = sql(first, "SELECT prev_hash, hash FROM audit_events ORDER BY id")
     assert all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
+
+
+def test_appends_of_the_previous_version_and_this_one_share_one_chain(server: Server) -> None:
+    """A rolling upgrade (migration 0006): servers still running the previous version
+    append with the advisory lock and an ``INSERT ... SELECT`` that reads the last hash,
+    in two statements; this version appends in one, through ``bastion_audit_link``,
+    which takes the same lock. Interleaved in parallel, they still make one chain."""
+    if not server.database_url.startswith("postgresql"):
+        pytest.skip("SQLite appends in its one writer; nothing changed there")
+    import asyncpg
+    from sqlalchemy.dialects import postgresql
+
+    from bastion.store import audit
+    from bastion.store.direct import Prepared
+
+    dsn = server.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    # The previous version's append, as it was compiled (store/audit.py at 3a8a08e).
+    previous = (
+        "INSERT INTO audit_events (action, actor_id, user_id, ip_address, user_agent, "
+        "details, created_at, prev_hash, hash) SELECT $1, NULL, NULL, NULL, NULL, NULL, "
+        "$2, last.h, encode(sha256(convert_to('[\"' || last.h || '\"' || $3, 'UTF8')), "
+        "'hex') FROM (SELECT coalesce((SELECT audit_events.hash FROM audit_events ORDER BY "
+        f"audit_events.id DESC LIMIT 1), '{audit.GENESIS}') AS h) AS last"
+    )
+    this_version = Prepared(audit._FIRST["postgresql"], postgresql.asyncpg.dialect())
+
+    async def one(n: int) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            now = datetime.now(UTC)
+            row = {"action": f"rolling_{n}", "created_at": now}
+            content = audit._content(row)
+            async with conn.transaction():
+                if n % 2:
+                    await conn.execute(f"SELECT pg_advisory_xact_lock({audit.AUDIT_LOCK_ID})")
+                    await conn.execute(previous, row["action"], now, content)
+                else:  # this version's statement, as store/direct.py prepares it
+                    params = dict.fromkeys(c.key for c in audit._FIELDS)
+                    params.update(row, content=content)
+                    await conn.execute(this_version.sql, *this_version.args(params))
+        finally:
+            await conn.close()
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(one(n) for n in range(40)))
+
+    asyncio.run(all_of_them())
+    code, out = verify(server)
+    assert code == 0, out
+    rows = sql(server, "SELECT prev_hash, hash, action FROM audit_events ORDER BY id")
+    assert all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
+    assert sum(1 for r in rows if str(r[2]).startswith("rolling_")) == 40
