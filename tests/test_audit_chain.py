@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.admin_helpers import create_user, sql
-from tests.conftest import ServerFactory
+from tests.conftest import PG_UP, ServerFactory
 from tests.support import Server, login, register, unique_email
 
 
@@ -141,13 +141,13 @@ def test_chain_stays_whole_under_parallel_sign_ins_from_two_processes(
     assert all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
 
 
+@pytest.mark.skipif(not PG_UP, reason="PostgreSQL not reachable")
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # SQLite: nothing changed
 def test_appends_of_the_previous_version_and_this_one_share_one_chain(server: Server) -> None:
     """A rolling upgrade (migration 0006): servers still running the previous version
     append with the advisory lock and an ``INSERT ... SELECT`` that reads the last hash,
     in two statements; this version appends in one, through ``bastion_audit_link``,
     which takes the same lock. Interleaved in parallel, they still make one chain."""
-    if not server.database_url.startswith("postgresql"):
-        pytest.skip("SQLite appends in its one writer; nothing changed there")
     import asyncpg
     from sqlalchemy.dialects import postgresql
 
