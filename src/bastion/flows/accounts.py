@@ -302,12 +302,13 @@ def _signed_in(
     PostgreSQL they go out as one statement (``direct.together``; BEGIN, it, COMMIT).
 
     The audit append takes the chain's lock after the statement's row locks, as every
-    other transaction that appends does: it is the statement's one data-modifying part
-    that returns nothing, and PostgreSQL runs those after the parts whose rows the
-    statement reads (the lockout release, the known-device upsert). What a second round
-    may still write (a location baseline row, the unusual-location flag on the new
-    session) only the user's own sign-ins write too, and they take the audit lock in
-    their first round: none of them can hold such a row while waiting for the lock."""
+    other transaction that appends does: it returns nothing, and PostgreSQL runs the
+    data-modifying parts that return nothing after those whose rows the statement reads
+    (the lockout release, the known-device upsert); the others that return nothing (the
+    session and attempt-log inserts) take no lock another transaction holds. What a
+    second round may still write (a location baseline row, the unusual-location flag on
+    the new session) only the user's own sign-ins write too, and they take the audit
+    lock in their first round: none of them can hold such a row while waiting for it."""
     from bastion.store import devices as device_store
 
     user_id = user["id"]
