@@ -256,6 +256,10 @@ def main() -> int:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # A session of its own, as a service runs and as bench/support.py starts its
+        # servers: Linux's autogroup scheduling would otherwise share the CPU between
+        # this client and the server as one group (docs/performance.md, method).
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60

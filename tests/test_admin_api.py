@@ -178,7 +178,11 @@ def test_revoke_sessions_ends_every_session_and_is_audited(server: Server) -> No
         event = admin.get(
             "/api/admin/audit-log", params={"user_id": user_id, "action": "sessions_revoked"}
         ).json()["events"][0]
-        assert event["actor_id"] == admin_id and event["details"]["sessions"] == 2
+        assert event["actor_id"] == admin_id and event["details"] == {
+            "scope": "all",
+            "count": 2,
+            "via": "admin_api",
+        }
 
 
 def test_audit_log_newest_first_filters_and_cursor(server: Server) -> None:

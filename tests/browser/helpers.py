@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -14,6 +15,7 @@ from tests.mailsink import MailSink, text_part
 from tests.support import STRONG, unique_email
 
 AXE_CACHE = Path.home() / ".cache" / "bastion-tests"
+AXE_VERSION = "4.14.1"  # pinned: the page tests' accessibility rules change only here
 LINK = re.compile(r"https?://[^\s\"'<>]+")
 
 
@@ -73,23 +75,35 @@ def enable_mfa_ui(page: Any, password: str = STRONG) -> tuple[str, list[str]]:
 
 
 def axe_source() -> str | None:
-    """axe-core from the npm registry (``npm install axe-core`` into a cache dir)."""
+    """axe-core from the npm registry, at the pinned ``AXE_VERSION`` (``npm install
+    axe-core@AXE_VERSION`` into a cache dir), so that a new release's rules cannot turn
+    the page tests red (or green) on their own."""
+
+    def installed(base: Path) -> Path | None:
+        package = base / "node_modules" / "axe-core"
+        try:
+            version = json.loads((package / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return None
+        script = package / "axe.min.js"
+        return script if version == AXE_VERSION and script.exists() else None
+
     for base in (Path.cwd(), AXE_CACHE):
-        path = base / "node_modules" / "axe-core" / "axe.min.js"
-        if path.exists():
-            return path.read_text()
+        if (found := installed(base)) is not None:
+            return found.read_text()
     try:
         AXE_CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["npm", "install", "--prefix", str(AXE_CACHE), "--no-audit", "--no-fund", "axe-core@4"],
+            ["npm", "install", "--prefix", str(AXE_CACHE), "--no-audit", "--no-fund",
+             f"axe-core@{AXE_VERSION}"],
             check=True,
             capture_output=True,
             timeout=180,
-        )
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    path = AXE_CACHE / "node_modules" / "axe-core" / "axe.min.js"
-    return path.read_text() if path.exists() else None
+    found = installed(AXE_CACHE)
+    return None if found is None else found.read_text()
 
 
 def axe_violations(page: Any, source: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from bastion.core import secrets as core_secrets
 from bastion.core.emails import is_valid_email, normalize_email
 from bastion.core.passwords import MAX_LENGTH, normalize, policy_violations
-from bastion.flows import devicecookie, locations, lockout
+from bastion.flows import devicecookie, devices, locations, lockout
 from bastion.flows import sessions as session_flow
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
@@ -493,7 +493,7 @@ async def change_password(
         )
         await user_store.bump_token_version(conn, user["id"], ctx.now)
         await session_store.delete_for_user(conn, user["id"], keep=session_id)
-        await revoke_refresh_tokens(conn, user["id"], ctx)
+        await devices.revoke_refresh(conn, user["id"], ctx)
         await audit.append(
             conn,
             "password_changed",
@@ -511,15 +511,3 @@ async def change_password(
             now=ctx.now,
             ip=ctx.ip,
         )
-
-
-async def revoke_refresh_tokens(conn: Any, user_id: str, ctx: RequestContext) -> None:
-    from sqlalchemy import update
-
-    from bastion.store.tables import refresh_tokens
-
-    await conn.execute(
-        update(refresh_tokens)
-        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at.is_(None))
-        .values(revoked_at=ctx.now)
-    )

@@ -19,7 +19,7 @@ from sqlalchemy.engine import RowMapping
 
 from bastion.core.emails import normalize_email
 from bastion.core.rbac import has_permission
-from bastion.flows import accounts
+from bastion.flows import devices
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import InvalidRequest, LastAdmin, NotFound
 from bastion.flows.unlock import unlock_user
@@ -27,7 +27,6 @@ from bastion.flows.users import iso, public_user
 from bastion.runtime import Bastion
 from bastion.store import admin as admin_store
 from bastion.store import audit
-from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 
 MAX_LIMIT = 100
@@ -186,26 +185,14 @@ async def unlock(bx: Bastion, ctx: RequestContext, actor_id: str, user_id: str) 
 
 async def revoke_sessions(bx: Bastion, ctx: RequestContext, actor_id: str, user_id: str) -> int:
     """End every session and refresh token of the user and invalidate its access tokens
-    (token version), in one transaction; audited as ``sessions_revoked``."""
+    (token version), in one transaction; audited as ``sessions_revoked`` (``via``
+    ``admin_api``)."""
     if len(user_id) > 64:
         raise NotFound("No such user.")
     async with bx.db.write() as conn:
         if await user_store.get_by_id(conn, user_id) is None:
             raise NotFound("No such user.")
-        count = await session_store.delete_for_user(conn, user_id)
-        await accounts.revoke_refresh_tokens(conn, user_id, ctx)
-        await user_store.bump_token_version(conn, user_id, ctx.now)
-        await audit.append(
-            conn,
-            "sessions_revoked",
-            now=ctx.now,
-            user_id=user_id,
-            actor_id=actor_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            details={"sessions": count, "via": "admin_api"},
-        )
-    return count
+        return await devices.end_all(conn, ctx, user_id, actor_id, {"via": "admin_api"})
 
 
 def audit_event(row: Mapping[Any, Any]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ async def list_sessions(
     return [public_session(r, current_id) for r in rows]
 
 
-async def _revoke_refresh(
+async def revoke_refresh(
     conn: Any,
     user_id: str,
     ctx: RequestContext,
@@ -53,6 +53,8 @@ async def _revoke_refresh(
     session_id: str | None = None,
     keep: str | None = None,
 ) -> None:
+    """Revoke the user's live refresh tokens in ``conn``'s transaction: all of them, or
+    those of one session, or all but those of ``keep``."""
     t = refresh_tokens
     stmt = update(t).where(t.c.user_id == user_id, t.c.revoked_at.is_(None))
     if session_id is not None:
@@ -69,7 +71,7 @@ async def revoke_session(
     async with bx.db.write() as conn:
         if not await session_store.delete_by_id(conn, session_id, user_id=user_id):
             raise NotFound("No such session.")
-        await _revoke_refresh(conn, user_id, ctx, session_id=session_id)
+        await revoke_refresh(conn, user_id, ctx, session_id=session_id)
         await audit.append(
             conn,
             "session_revoked",
@@ -88,7 +90,7 @@ async def revoke_others(
     """End every session but ``keep`` (the caller's); the number ended."""
     async with bx.db.write() as conn:
         n = await session_store.delete_for_user(conn, user_id, keep=keep)
-        await _revoke_refresh(conn, user_id, ctx, keep=keep)
+        await revoke_refresh(conn, user_id, ctx, keep=keep)
         await audit.append(
             conn,
             "sessions_revoked",
@@ -112,17 +114,30 @@ async def revoke_all(
     """End every session and refresh token and bump the token version, so that access
     tokens already issued die too (their ``ver`` claim goes stale)."""
     async with bx.db.write() as conn:
-        n = await session_store.delete_for_user(conn, user_id)
-        await _revoke_refresh(conn, user_id, ctx)
-        await user_store.bump_token_version(conn, user_id, ctx.now)
-        await audit.append(
-            conn,
-            "sessions_revoked",
-            now=ctx.now,
-            user_id=user_id,
-            actor_id=actor_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-            details={"scope": "all", "count": n, **(details or {})},
-        )
+        return await end_all(conn, ctx, user_id, actor_id, details)
+
+
+async def end_all(
+    conn: Any,
+    ctx: RequestContext,
+    user_id: str,
+    actor_id: str | None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """``revoke_all`` in the caller's transaction (the admin API checks the user exists in
+    the same one); audited as ``sessions_revoked`` with ``{scope: "all", count}`` and
+    ``details``. The number of sessions ended."""
+    n = await session_store.delete_for_user(conn, user_id)
+    await revoke_refresh(conn, user_id, ctx)
+    await user_store.bump_token_version(conn, user_id, ctx.now)
+    await audit.append(
+        conn,
+        "sessions_revoked",
+        now=ctx.now,
+        user_id=user_id,
+        actor_id=actor_id,
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+        details={"scope": "all", "count": n, **(details or {})},
+    )
     return n

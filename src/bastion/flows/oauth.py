@@ -30,7 +30,7 @@ from bastion.core import secrets as core_secrets
 from bastion.core.emails import is_valid_email, normalize_email
 from bastion.core.oauth_config import ProviderConfig, parse_provider
 from bastion.core.redirects import safe_redirect
-from bastion.flows import accounts
+from bastion.flows import accounts, devices
 from bastion.flows.context import RequestContext
 from bastion.flows.oauth_clients import (
     Identity,
@@ -266,7 +266,7 @@ async def _take_over_from_pre_registration(conn: Any, ctx: RequestContext, user_
     )
     await user_store.bump_token_version(conn, user_id, ctx.now)
     await session_store.delete_for_user(conn, user_id)
-    await accounts.revoke_refresh_tokens(conn, user_id, ctx)
+    await devices.revoke_refresh(conn, user_id, ctx)
     await _audit(
         conn, ctx, "email_verified", user_id, {"method": "oauth", "password_removed": True}
     )

@@ -17,7 +17,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.core import secrets as core_secrets
-from bastion.flows import accounts
+from bastion.flows import accounts, devices
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import InvalidToken
 from bastion.mail import outbox
@@ -119,7 +119,7 @@ async def reset(bx: Bastion, ctx: RequestContext, token: str, password: str) -> 
         await conn.execute(delete(device_lockouts).where(device_lockouts.c.user_id == user_id))
         await user_store.bump_token_version(conn, user_id, ctx.now)
         await session_store.delete_for_user(conn, user_id)
-        await accounts.revoke_refresh_tokens(conn, user_id, ctx)
+        await devices.revoke_refresh(conn, user_id, ctx)
         await audit.append(
             conn,
             "password_reset",

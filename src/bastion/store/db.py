@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 15000
@@ -28,6 +28,12 @@ def async_url(url: str) -> str:
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"unsupported database: {backend}")
+
+
+def driver_dsn(url: URL) -> str:
+    """A PostgreSQL URL as asyncpg itself reads it (``postgresql://``, password kept),
+    for the paths that talk to the driver without SQLAlchemy."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:

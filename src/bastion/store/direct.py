@@ -54,7 +54,7 @@ from sqlalchemy import bindparam
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bastion.store.db import SQLITE_BUSY_TIMEOUT_MS, Database
+from bastion.store.db import SQLITE_BUSY_TIMEOUT_MS, Database, driver_dsn
 from bastion.store.tables import UTCDateTime
 
 try:
@@ -402,8 +402,7 @@ class Direct:
             pool = getattr(self, which)
             if pool is not None:
                 return pool
-            dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            pool = _PgPool(dsn, self.pool_sizes[which])
+            pool = _PgPool(driver_dsn(self.url), self.pool_sizes[which])
             try:
                 await pool.start()
             except Exception as exc:  # an URL only SQLAlchemy understands: use the engine

@@ -68,8 +68,9 @@ def applied_revisions(database_url: str) -> frozenset[str] | None:
             finally:
                 con.close()
         elif backend == "postgresql":
-            dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-            rows = asyncio.run(_pg_versions(dsn))
+            from bastion.store.db import driver_dsn
+
+            rows = asyncio.run(_pg_versions(driver_dsn(url)))
         else:
             return None
     except Exception:  # noqa: BLE001 - any doubt: let Alembic look
