@@ -106,3 +106,42 @@ def test_session_fast_path_reads_the_caller_as_the_router_does(server: Server) -
         assert c.get("/api/auth/session", headers=shapes[0]).status_code == 200
         assert c.get("/api/auth/session", headers=shapes[4]).status_code == 200
         assert c.get("/api/auth/session", headers=shapes[6]).status_code == 401
+
+
+def test_session_answers_follow_every_change_of_the_row(server: Server) -> None:
+    """The fast path builds a caller's body once per row (web/deps.py session_answer):
+    repeated checks give the router's answer byte for byte, and a change to the user
+    (a new role from the admin API) shows in the very next answer, on both the cookie
+    and the bearer token."""
+    from contextlib import closing
+
+    from tests.admin_helpers import admin_client, create_user, signed_in
+    from tests.support import STRONG
+
+    user_id, email = create_user(server, "viewer")
+    admin, _ = admin_client(server)
+    with closing(admin), closing(signed_in(server, email)) as c:
+        for role in ("viewer", "editor", "admin"):
+            if role != "viewer":
+                r = admin.patch(f"/api/admin/users/{user_id}", json={"role": role})
+                assert r.status_code == 200, r.text
+            # A role change ends the access tokens already issued (token version): the
+            # bearer side gets a new one each time.
+            grant = c.post(
+                "/api/auth/token",
+                data={"grant_type": "password", "username": email, "password": STRONG},
+            )
+            assert grant.status_code == 200, grant.text
+            bearer = {"Authorization": f"Bearer {grant.json()['access_token']}"}
+            for headers in ({}, bearer):
+                answers = [c.get("/api/auth/session", headers=headers) for _ in range(3)]
+                router = c.get("/api/auth/session?via=router", headers=headers)
+                assert router.status_code == 200 and router.json()["user"]["role"] == role
+                for fast in answers:
+                    assert fast.status_code == 200
+                    assert fast.content == router.content, (role, headers)
+                    assert {k: v for k, v in fast.headers.items() if k not in VOLATILE} == {
+                        k: v for k, v in router.headers.items() if k not in VOLATILE
+                    }
+        assert c.post("/api/auth/logout").status_code == 204
+        assert c.get("/api/auth/session").status_code == 401

@@ -149,6 +149,8 @@ class Bastion:
     hash_memory: HashMemory = field(default_factory=HashMemory)
     # Last-active writes in flight, by session id (flows/sessions.py touch_last_active).
     touching: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # Bodies of GET /api/auth/session by what they are made of (web/deps.py).
+    session_bodies: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings) -> Bastion:

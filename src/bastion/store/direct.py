@@ -601,6 +601,11 @@ class LazyRow(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"LazyRow({dict(self)!r})"
 
+    @property
+    def raw(self) -> Any:
+        """The row as the driver returned it (a tuple, or asyncpg's Record)."""
+        return self._raw
+
 
 def _fast_sqlite_time(value: Any) -> datetime | None:
     """UTCDateTime on SQLite (stored naive UTC, ISO format), without the regex."""

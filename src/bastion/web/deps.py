@@ -187,7 +187,7 @@ def session_payload(bx: Bastion, auth: session_flow.Authenticated) -> dict[str, 
     return body
 
 
-async def session_fast_path(app: Any, scope: Any) -> JSONResponse | None:
+async def session_fast_path(app: Any, scope: Any) -> Response | None:
     """``GET /api/auth/session`` answered from the ASGI layer (web/middleware.py,
     FAST_GET): the most frequent request of all, and FastAPI's routing and dependency
     solving cost more than the session lookup itself. A signed-in caller gets the same
@@ -211,7 +211,41 @@ async def session_fast_path(app: Any, scope: Any) -> JSONResponse | None:
     scope.setdefault("state", {})["auth"] = auth  # the normal route reuses it
     if auth is None:
         return None
-    return JSONResponse(session_payload(bx, auth), headers={"Cache-Control": "no-store"})
+    return session_answer(bx, auth)
+
+
+SESSION_BODIES_MAX = 1024  # per process; about 1 KB each
+SESSION_HEADERS = {"Cache-Control": "no-store"}
+
+
+def session_answer(bx: Bastion, auth: session_flow.Authenticated) -> Response:
+    """The router's answer to a signed-in caller, its body built once per row. The body
+    is a function of the row the lookup just read (the driver's raw values), the session
+    and the way the caller came; a row that changed in any column (a role, a name, last
+    active) is another key, and the lookup itself still runs on every request, so a
+    revoked or expired session is refused at once. Saves the user's JSON, two times'
+    formatting, the CSRF token's HMAC and ``json.dumps`` on every repeated check."""
+    key = None
+    raw = getattr(auth.user, "raw", None)  # store/direct.py LazyRow
+    if raw is not None:
+        try:
+            key = (
+                raw if type(raw) is tuple else tuple(raw),
+                auth.session_id,
+                auth.session_expires_at,
+                auth.via,
+            )
+            body = bx.session_bodies.get(key)
+        except TypeError:  # a value that cannot be hashed: build it each time
+            key = body = None
+        if body is not None:
+            return Response(body, media_type=JSONResponse.media_type, headers=SESSION_HEADERS)
+    response = JSONResponse(session_payload(bx, auth), headers=SESSION_HEADERS)
+    if key is not None:
+        if len(bx.session_bodies) >= SESSION_BODIES_MAX:
+            bx.session_bodies.clear()  # bounded and simple: a miss rebuilds one body
+        bx.session_bodies[key] = bytes(response.body)
+    return response
 
 
 FAST_GET["/api/auth/session"] = session_fast_path
