@@ -191,3 +191,51 @@ def test_appends_of_the_previous_version_and_this_one_share_one_chain(server: Se
     rows = sql(server, "SELECT prev_hash, hash, action FROM audit_events ORDER BY id")
     assert all(rows[i][0] == rows[i - 1][1] for i in range(1, len(rows)))
     assert sum(1 for r in rows if str(r[2]).startswith("rolling_")) == 40
+
+
+def test_a_rehearsed_append_waits_for_the_chain_and_writes_nothing(server: Server) -> None:
+    """The unknown-email decoy of forgot-password (flows/recovery.py) rehearses the audit
+    append: the same lock (PostgreSQL: it waits while another transaction holds it, as
+    an append would), read and hash, and no event. The chain is unchanged after it."""
+    import asyncpg
+
+    from bastion.store import audit
+    from bastion.store.db import Database
+
+    with server.client() as c:
+        assert register(c).status_code == 201  # at least one event in the chain
+    before = sql(server, "SELECT count(*) FROM audit_events")[0][0]
+    postgres = not server.database_url.startswith("sqlite")
+
+    async def rehearse(db: Database) -> None:
+        async with db.write() as conn:
+            await audit.rehearse(
+                conn, "password_reset_requested", now=datetime.now(UTC), ip_address="192.0.2.9"
+            )
+
+    async def scenario() -> None:
+        db = Database(server.database_url)
+        try:
+            await rehearse(db)
+            if not postgres:
+                return
+            dsn = server.database_url.replace("postgresql+asyncpg://", "postgresql://")
+            holder = await asyncpg.connect(dsn)
+            try:
+                tx = holder.transaction()
+                await tx.start()
+                await holder.execute(f"SELECT pg_advisory_xact_lock({audit.AUDIT_LOCK_ID})")
+                waiting = asyncio.ensure_future(rehearse(db))
+                await asyncio.sleep(0.5)
+                assert not waiting.done()  # queued behind the lock, as an append
+                await tx.commit()
+                await asyncio.wait_for(waiting, 10)
+            finally:
+                await holder.close()
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())
+    assert sql(server, "SELECT count(*) FROM audit_events")[0][0] == before
+    code, out = verify(server)
+    assert code == 0, out

@@ -63,16 +63,21 @@ _LAST_HASH = select(audit_events.c.hash).order_by(audit_events.c.id.desc()).limi
 _FIELDS = [c for c in audit_events.c if c.key not in ("id", "prev_hash", "hash")]
 
 
-def _linked_insert() -> Any:
-    """PostgreSQL: one statement that links and inserts the event. The function
-    ``bastion_audit_link`` (migration 0006) takes the chain's advisory lock, then reads
-    the last hash in a snapshot of its own (so every event committed before the lock is
-    in it) and hashes the content onto it; the lock is held until the transaction ends."""
-    link = (
+def _link() -> Any:
+    """``bastion_audit_link(content)`` (migration 0006) as a table: it takes the chain's
+    advisory lock, then reads the last hash in a snapshot of its own (so every event
+    committed before the lock is in it) and hashes the content onto it; the lock is held
+    until the transaction ends."""
+    return (
         func.bastion_audit_link(bindparam("content", type_=String))
         .table_valued("prev_hash", "hash")
         .alias("link")
     )
+
+
+def _linked_insert() -> Any:
+    """PostgreSQL: one statement that links and inserts the event."""
+    link = _link()
     values = select(
         *[bindparam(c.key, type_=c.type) for c in _FIELDS], link.c.prev_hash, link.c.hash
     ).select_from(link)
@@ -91,6 +96,12 @@ _FIRST = {
     ),
 }
 _INSERT = {"postgresql": None, "sqlite": insert_values(audit_events, skip=("id",))}
+# An append's first statement without its row: on PostgreSQL the lock, the read and the
+# hash (the function alone), on SQLite the read of the last hash.
+_REHEARSAL = {
+    "postgresql": select(_link().c.hash),
+    "sqlite": _FIRST["sqlite"],
+}
 
 
 def appended(
@@ -106,16 +117,7 @@ def appended(
     """Write one event (in the transaction that runs these steps): one statement on
     PostgreSQL (so an append can share a ``together`` round with other queries); on
     SQLite a read of the last hash, then the insert."""
-    row: dict[str, Any] = {
-        "action": action,
-        "actor_id": actor_id,
-        "user_id": user_id,
-        "ip_address": ip_address,
-        "user_agent": (user_agent or "")[:512] or None,
-        "details": details or None,
-        "created_at": now.astimezone(UTC).replace(microsecond=now.microsecond),
-    }
-    row["content"] = _content(row)
+    row = _row(action, now, user_id, actor_id, ip_address, user_agent, details)
     last = yield Query(_FIRST, row)
     if last is None:  # PostgreSQL: linked and inserted
         return
@@ -127,6 +129,44 @@ def appended(
 async def append(conn: AsyncConnection, action: str, **fields: Any) -> None:
     """``appended`` in the caller's transaction."""
     await run_in(conn, appended(action, **fields))
+
+
+async def rehearse(conn: AsyncConnection, action: str, **fields: Any) -> None:
+    """The work of ``append`` without the event: the chain's lock (PostgreSQL, held until
+    the caller's transaction ends, as an append's), the last hash and the new hash, but
+    no row. For the decoy of a flow whose answer must not tell a known account from an
+    unknown one by its timing (flows/recovery.py)."""
+    row = _row(action, **fields)
+    last = await run_in(conn, _rehearsal(row))
+    if conn.dialect.name == "sqlite":  # an append hashes in Python there (in SQL on PG)
+        _chained(last["hash"], row["content"])
+
+
+def _rehearsal(row: dict[str, Any]) -> Steps[Any]:
+    return (yield Query(_REHEARSAL, row))
+
+
+def _row(
+    action: str,
+    now: datetime,
+    user_id: str | None = None,
+    actor_id: str | None = None,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An event's columns and its hashed content (``_content``)."""
+    row: dict[str, Any] = {
+        "action": action,
+        "actor_id": actor_id,
+        "user_id": user_id,
+        "ip_address": ip_address,
+        "user_agent": (user_agent or "")[:512] or None,
+        "details": details or None,
+        "created_at": now.astimezone(UTC).replace(microsecond=now.microsecond),
+    }
+    row["content"] = _content(row)
+    return row
 
 
 def first_broken_link(rows: Iterator[RowMapping]) -> tuple[int, int | None]:
