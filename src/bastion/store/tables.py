@@ -103,7 +103,6 @@ sessions = Table(
     Column("os", String(100), nullable=True),
     Column("location", String(100), nullable=True),
     Index("ix_sessions_user_created", "user_id", "created_at"),  # 0002_admin
-    Index("ix_sessions_created", "created_at"),  # 0002_admin
     Index("ix_sessions_expires", "expires_at"),  # 0004_housekeeping
 )
 
