@@ -16,6 +16,7 @@ from bastion.flows.context import RequestContext, utcnow
 from bastion.flows.devicecookie import MAX_AGE as DEVICE_MAX_AGE
 from bastion.flows.errors import CrossOrigin, CsrfFailed, Unauthenticated
 from bastion.runtime import Bastion
+from bastion.web.errors import NO_STORE
 from bastion.web.middleware import FAST_GET
 
 SESSION_COOKIE = "bastion_session"
@@ -215,7 +216,6 @@ async def session_fast_path(app: Any, scope: Any) -> Response | None:
 
 
 SESSION_BODIES_MAX = 1024  # per process; about 1 KB each
-SESSION_HEADERS = {"Cache-Control": "no-store"}
 
 
 def session_answer(bx: Bastion, auth: session_flow.Authenticated) -> Response:
@@ -239,8 +239,8 @@ def session_answer(bx: Bastion, auth: session_flow.Authenticated) -> Response:
         except TypeError:  # a value that cannot be hashed: build it each time
             key = body = None
         if body is not None:
-            return Response(body, media_type=JSONResponse.media_type, headers=SESSION_HEADERS)
-    response = JSONResponse(session_payload(bx, auth), headers=SESSION_HEADERS)
+            return Response(body, media_type=JSONResponse.media_type, headers=NO_STORE)
+    response = JSONResponse(session_payload(bx, auth), headers=NO_STORE)
     if key is not None:
         if len(bx.session_bodies) >= SESSION_BODIES_MAX:
             bx.session_bodies.clear()  # bounded and simple: a miss rebuilds one body
