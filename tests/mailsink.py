@@ -15,12 +15,13 @@ from contextlib import contextmanager
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.support import Server, database, free_port
+from tests.tls_certs import TlsFiles
 
 
 class _Collector:
@@ -31,23 +32,45 @@ class _Collector:
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
+        # After STARTTLS aiosmtpd swaps in the TLS transport; with implicit TLS it is
+        # TLS from the start: either way this is how the message travelled.
+        tls = server.transport.get_extra_info("ssl_object")
         with self.sink.lock:
             self.sink.messages.append((list(envelope.rcpt_tos), msg))
+            self.sink.tls_versions.append(None if tls is None else tls.version())
         return "250 OK"
 
 
 class MailSink:
-    """``login=(user, password)`` makes the server require AUTH (over plain TCP: tests)."""
+    """``login=(user, password)`` makes the server require AUTH (over plain TCP unless
+    ``tls`` is set). ``tls``: "starttls" (the client must upgrade before MAIL, and AUTH
+    is refused before the upgrade) or "implicit" (TLS from the first byte), with
+    ``tls_files``' certificate."""
 
-    def __init__(self, port: int | None = None, login: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        login: tuple[str, str] | None = None,
+        tls: Literal["starttls", "implicit"] | None = None,
+        tls_files: TlsFiles | None = None,
+    ) -> None:
+        if (tls is None) != (tls_files is None):
+            raise ValueError("tls and tls_files go together")
         self.port = port or free_port()
         self.login = login
+        self.tls = tls
+        self.tls_files = tls_files
         self.messages: list[tuple[list[str], EmailMessage]] = []
+        self.tls_versions: list[str | None] = []  # per message, as it arrived
         self.lock = threading.Lock()
         self.controller: Controller | None = None
 
     @property
     def url(self) -> str:
+        if self.tls == "implicit":
+            return f"smtps://127.0.0.1:{self.port}"
+        if self.tls == "starttls":
+            return f"smtp://127.0.0.1:{self.port}?starttls=true"
         return f"smtp://127.0.0.1:{self.port}"
 
     def _authenticate(
@@ -66,8 +89,16 @@ class MailSink:
             extra = {
                 "authenticator": self._authenticate,
                 "auth_required": True,
-                "auth_require_tls": False,
+                # aiosmtpd counts only STARTTLS as TLS here; with implicit TLS the
+                # connection is encrypted from the first byte (``tls_versions`` shows it).
+                "auth_require_tls": self.tls == "starttls",
             }
+        if self.tls_files is not None:
+            context = self.tls_files.server_context()
+            if self.tls == "starttls":
+                extra.update(tls_context=context, require_starttls=True)
+            else:
+                extra.update(ssl_context=context)
         self.controller = Controller(
             _Collector(self), hostname="127.0.0.1", port=self.port, **extra
         )

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
 from tests.conftest import ServerFactory
 from tests.mailsink import MailSink, html_part, link_token, mail_server, text_part, wait_until
 from tests.support import Server, register, unique_email
+from tests.tls_certs import make_tls_files
 
 EVENTS = {
     "email_verification",
@@ -265,6 +268,111 @@ def test_smtp_login_and_wrong_credentials_keep_mail(make_server: ServerFactory) 
         assert rows and rows[0]["status"] in ("pending", "sending") and rows[0]["last_error"]
         assert not sink.to(other)
         assert "wrong" not in bad.logs()  # the password is not logged
+    finally:
+        sink.stop()
+
+
+MAILER = ("mailer", "s3cret pass")
+
+
+def _with_login(url: str) -> str:
+    return url.replace("://", "://mailer:s3cret%20pass@", 1)
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # implicit TLS
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_mail_over_tls_authenticates_after_the_handshake(
+    make_server: ServerFactory, tmp_path: Path, mode: Literal["starttls", "implicit"]
+) -> None:
+    """``smtp://…?starttls=true`` and ``smtps://`` against a relay that holds a
+    certificate from a private CA, trusted through ``SSL_CERT_FILE``: the message
+    arrives over TLS, with AUTH (which the STARTTLS relay refuses before the upgrade)."""
+    files = make_tls_files(tmp_path / "tls")
+    sink = MailSink(login=MAILER, tls=mode, tls_files=files).start()
+    try:
+        srv = make_server(
+            env={"BASTION_SMTP_URL": _with_login(sink.url), "SSL_CERT_FILE": str(files.ca)}
+        )
+        email = unique_email("tls")
+        with srv.client() as c:
+            assert register(c, email).status_code == 201
+        (msg,) = sink.wait_for(email, "email_verification")
+        assert link_token(msg, "/verify-email")
+        assert sink.tls_versions and all(v in ("TLSv1.2", "TLSv1.3") for v in sink.tls_versions)
+        assert "s3cret" not in srv.logs()
+    finally:
+        sink.stop()
+
+
+def test_mail_to_a_relay_with_an_untrusted_certificate_waits_in_the_outbox(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A certificate that does not verify is a failed delivery like any other: the
+    message stays in the outbox with the error, nothing goes out in clear, and once the
+    relay's CA is trusted (a restart with ``SSL_CERT_FILE``) it is delivered."""
+    files = make_tls_files(tmp_path / "tls")
+    stranger = make_tls_files(tmp_path / "other-ca")
+    sink = MailSink(login=MAILER, tls="starttls", tls_files=files).start()
+    try:
+        url = _with_login(sink.url)
+        wrong = make_server(
+            env={"BASTION_SMTP_URL": url, "SSL_CERT_FILE": str(stranger.ca), **FAST_RETRY}
+        )
+        email = unique_email("tls")
+        with wrong.client() as c:
+            assert register(c, email).status_code == 201
+
+        def tried() -> list[Any]:
+            return [r for r in outbox_json(wrong) if r["recipient"] == email and r["attempts"]]
+
+        deadline = time.monotonic() + 20
+        while not tried() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        rows = tried()
+        assert rows and rows[0]["status"] in ("pending", "sending"), rows
+        assert "certificate" in rows[0]["last_error"].lower(), rows[0]["last_error"]
+        assert not sink.to(email) and not sink.tls_versions
+        assert "s3cret" not in wrong.logs()
+        wrong.stop()
+
+        make_server(
+            env={"BASTION_SMTP_URL": url, "SSL_CERT_FILE": str(files.ca), **FAST_RETRY},
+            database_url=wrong.database_url,
+        )
+        assert sink.wait_for(email, "email_verification", timeout=30)
+    finally:
+        sink.stop()
+
+
+def test_a_stopping_server_hands_back_the_mail_it_was_sending(
+    make_server: ServerFactory,
+) -> None:
+    """SIGTERM while the worker waits on a relay that never answers: the claimed
+    message goes back to ``pending`` with no attempt counted, instead of waiting out
+    the 120 s lease, and the next process delivers it at once."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never greets
+        port = silent.getsockname()[1]
+        first = make_server(env={"BASTION_SMTP_URL": f"smtp://127.0.0.1:{port}"})
+        email = unique_email("handback")
+        with first.client() as c:
+            assert register(c, email).status_code == 201
+
+        def row() -> dict[str, Any]:
+            (found,) = [r for r in outbox_json(first) if r["recipient"] == email]
+            return found
+
+        deadline = time.monotonic() + 15
+        while row()["status"] != "sending" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert row()["status"] == "sending"  # claimed, the worker inside connect()
+        first.stop()
+        after = row()
+        assert (after["status"], after["attempts"]) == ("pending", 0), after
+    assert "handed back" in first.logs()
+    sink = MailSink().start()
+    try:
+        make_server(env={"BASTION_SMTP_URL": sink.url}, database_url=first.database_url)
+        assert sink.wait_for(email, "email_verification", timeout=15)
     finally:
         sink.stop()
 

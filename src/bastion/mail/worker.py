@@ -9,7 +9,9 @@ so that several processes on one database never send the same message twice:
   by ``BEGIN IMMEDIATE`` (store/db.py), so two claims never see the same row as due.
 
 A claimed row whose lease ran out (its process died mid-send) is due again: delivery
-is at-least-once across crashes and exactly-once otherwise. A failed attempt schedules
+is at-least-once across crashes and exactly-once otherwise. A process that stops
+normally (SIGTERM, a deploy) hands its unsent claimed rows back on the way out, so
+they do not wait for the lease. A failed attempt schedules
 the next one with exponential backoff (``MAIL_RETRY_BASE`` doubling up to
 ``MAIL_RETRY_MAX``); a message still undelivered ``MAIL_GIVE_UP_AFTER`` seconds after
 it was queued, or refused permanently (5xx for the recipient), becomes ``failed``.
@@ -42,6 +44,8 @@ BATCH_SIZE = 10
 # A claim outlives any single send (SMTP timeout 20 s per step); the worker stops using
 # a batch's claim at half of it and hands the rest back.
 LEASE_SECONDS = 120.0
+# At shutdown, how long the worker may take to hand back what it had claimed.
+SHUTDOWN_SECONDS = 5.0
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -154,11 +158,14 @@ async def release(bx: Bastion, rows: list[RowMapping]) -> None:
 
 
 async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMapping]) -> None:
-    """Send a claimed batch over one SMTP connection."""
+    """Send a claimed batch over one SMTP connection. Cancelled (the server shutting
+    down), it hands back the rows it had not finished, so that the next process sends
+    them at once rather than after the lease (``_handed_back``)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     sender = bx.settings.email_from
     client = None
+    i = 0
     try:
         for i, row in enumerate(rows):
             if loop.time() - started > LEASE_SECONDS / 2:
@@ -187,9 +194,25 @@ async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMap
                     client = None
                 continue
             await mark_sent(bx, row)
+    except asyncio.CancelledError:
+        await _handed_back(bx, rows[i:])
+        raise
     finally:
         if client is not None:
             await _quietly_close(client)
+
+
+async def _handed_back(bx: Bastion, rows: list[RowMapping]) -> None:
+    """``release`` at shutdown, within ``SHUTDOWN_SECONDS``. The row in flight goes back
+    too: whether the relay took it is unknown, and a process that died there would have
+    it sent again after the lease anyway (the Message-ID lets receivers tell)."""
+    try:
+        await asyncio.wait_for(release(bx, rows), timeout=SHUTDOWN_SECONDS)
+    except Exception:  # noqa: BLE001 - the lease still brings them back later
+        log.warning("mail worker stopped with %d claimed message(s) left to the lease", len(rows))
+    else:
+        if rows:
+            log.info("mail worker stopped; %d claimed message(s) handed back", len(rows))
 
 
 async def _quietly_close(client: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,6 +54,8 @@ def create_fastapi(settings: Settings) -> FastAPI:
         finally:
             for task in background:
                 task.cancel()
+            if background:  # let them finish their clean-up (mail hands back its claims)
+                await asyncio.wait(background, timeout=mail_worker.SHUTDOWN_SECONDS + 1)
             await bx.close()
 
     app = FastAPI(
