@@ -54,6 +54,19 @@ def outbox_json(srv: Server) -> list[dict[str, Any]]:
     return rows
 
 
+def attempted(srv: Server, recipient: str, timeout: float = 20) -> list[dict[str, Any]]:
+    """The recipient's outbox rows once a delivery attempt was counted (empty if none
+    was within ``timeout``)."""
+
+    def tried() -> list[dict[str, Any]]:
+        return [r for r in outbox_json(srv) if r["recipient"] == recipient and r["attempts"]]
+
+    deadline = time.monotonic() + timeout
+    while not tried() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return tried()
+
+
 def test_every_message_has_text_and_html_parts_and_event_header(
     mailed: tuple[Server, MailSink],
 ) -> None:
@@ -257,14 +270,7 @@ def test_smtp_login_and_wrong_credentials_keep_mail(make_server: ServerFactory) 
         other = unique_email("auth")
         with bad.client() as c:
             assert register(c, other).status_code == 201
-
-        def tried() -> list[Any]:
-            return [r for r in outbox_json(bad) if r["recipient"] == other and r["attempts"]]
-
-        deadline = time.monotonic() + 20
-        while not tried() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        rows = tried()
+        rows = attempted(bad, other)
         assert rows and rows[0]["status"] in ("pending", "sending") and rows[0]["last_error"]
         assert not sink.to(other)
         assert "wrong" not in bad.logs()  # the password is not logged
@@ -321,14 +327,7 @@ def test_mail_to_a_relay_with_an_untrusted_certificate_waits_in_the_outbox(
         email = unique_email("tls")
         with wrong.client() as c:
             assert register(c, email).status_code == 201
-
-        def tried() -> list[Any]:
-            return [r for r in outbox_json(wrong) if r["recipient"] == email and r["attempts"]]
-
-        deadline = time.monotonic() + 20
-        while not tried() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        rows = tried()
+        rows = attempted(wrong, email)
         assert rows and rows[0]["status"] in ("pending", "sending"), rows
         assert "certificate" in rows[0]["last_error"].lower(), rows[0]["last_error"]
         assert not sink.to(email) and not sink.tls_versions
