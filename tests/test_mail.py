@@ -351,7 +351,8 @@ def test_a_stopping_server_hands_back_the_mail_it_was_sending(
     the 120 s lease, and the next process delivers it at once."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never greets
         port = silent.getsockname()[1]
-        first = make_server(env={"BASTION_SMTP_URL": f"smtp://127.0.0.1:{port}"})
+        # Two workers: the stop goes through the supervisor to each worker's shutdown.
+        first = make_server(env={"BASTION_SMTP_URL": f"smtp://127.0.0.1:{port}"}, workers=2)
         email = unique_email("handback")
         with first.client() as c:
             assert register(c, email).status_code == 201
