@@ -91,13 +91,15 @@ async def claim(bx: Bastion, now: datetime, limit: int = BATCH_SIZE) -> list[Row
     return claimed
 
 
-async def _finish(conn: AsyncConnection, row: RowMapping, **values: Any) -> None:
+async def _finish(conn: AsyncConnection, row: RowMapping, **values: Any) -> int:
+    """Update a row this worker still holds (same claim); 1 if it did, else 0."""
     c = outbox.c
-    await conn.execute(
+    result = await conn.execute(
         update(outbox)
         .where(c.id == row["id"], c.status == "sending", c.claimed_until == row["claimed_until"])
         .values(claimed_until=None, **values)
     )
+    return int(result.rowcount or 0)
 
 
 async def mark_sent(bx: Bastion, row: RowMapping) -> None:
@@ -150,11 +152,14 @@ async def mark_failed_attempt(bx: Bastion, row: RowMapping, error: BaseException
         log.warning("mail delivery failed, retrying in %.1fs: %s", delay, reason, extra=extra)
 
 
-async def release(bx: Bastion, rows: list[RowMapping]) -> None:
-    """Hand unsent claimed rows back without counting an attempt."""
+async def release(bx: Bastion, rows: list[RowMapping]) -> int:
+    """Hand unsent claimed rows back without counting an attempt; how many went back
+    (a row already finished, sent or failed, is left as it is)."""
+    released = 0
     async with bx.db.write() as conn:
         for row in rows:
-            await _finish(conn, row, status="pending")
+            released += await _finish(conn, row, status="pending")
+    return released
 
 
 async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMapping]) -> None:
@@ -207,12 +212,12 @@ async def _handed_back(bx: Bastion, rows: list[RowMapping]) -> None:
     too: whether the relay took it is unknown, and a process that died there would have
     it sent again after the lease anyway (the Message-ID lets receivers tell)."""
     try:
-        await asyncio.wait_for(release(bx, rows), timeout=SHUTDOWN_SECONDS)
+        released = await asyncio.wait_for(release(bx, rows), timeout=SHUTDOWN_SECONDS)
     except Exception:  # noqa: BLE001 - the lease still brings them back later
-        log.warning("mail worker stopped with %d claimed message(s) left to the lease", len(rows))
+        log.warning("mail worker stopped with claimed message(s) left to the lease")
     else:
-        if rows:
-            log.info("mail worker stopped; %d claimed message(s) handed back", len(rows))
+        if released:
+            log.info("mail worker stopped; %d claimed message(s) handed back", released)
 
 
 async def _quietly_close(client: Any) -> None:
