@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, TLS, free_port
 
 PROVIDER_DIR = ROOT / "tests" / "oidc_provider"
 
@@ -33,7 +33,7 @@ def _wait_for_port(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"{url} exited: {log.read_text()[-2000:]}")
         try:
-            httpx.get(url, timeout=1)
+            httpx.get(url, timeout=1, verify=TLS)
             return
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -79,6 +79,7 @@ def register_client(issuer: str, redirect_uri: str) -> tuple[str, str]:
         issuer + "/reg",
         json={"redirect_uris": [redirect_uri], "client_name": "Bastion tests"},
         timeout=10,
+        verify=TLS,
     )
     response.raise_for_status()
     body = response.json()
@@ -127,7 +128,7 @@ class Browser:
 
     def __init__(self, bastion_url: str) -> None:
         self.bastion = bastion_url
-        self.http = httpx.Client(timeout=30, follow_redirects=False)
+        self.http = httpx.Client(timeout=30, follow_redirects=False, verify=TLS)
 
     def close(self) -> None:
         self.http.close()

@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,10 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_URL = "redis://127.0.0.1:6379/0"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 STRONG = "Correct-Horse-9!"
+# One TLS context for every client the tests make: httpx otherwise builds one per client
+# and per ``httpx.get``, loading the whole CA bundle each time (about 45 ms of CPU), and
+# the suite makes thousands of clients (each server start polls /healthz ~20 times).
+TLS = ssl.create_default_context()
 
 
 def port_open(host: str, port: int) -> bool:
@@ -164,7 +169,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1, verify=TLS).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -187,7 +192,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kw)
+        return httpx.Client(base_url=self.url, timeout=30, verify=TLS, **kw)
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

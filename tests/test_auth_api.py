@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from tests.support import STRONG, Server, csrf, login, register, unique_email
+from tests.support import STRONG, TLS, Server, csrf, login, register, unique_email
 
 
 def test_register_returns_user_and_sets_cookies(server: Server) -> None:
@@ -335,7 +335,7 @@ def test_two_workers_share_sessions(make_server: object, tmp_path: object) -> No
         cookie = c.cookies.get("bastion_session")
     seen = set()
     for _ in range(40):
-        with httpx.Client(base_url=srv.url) as fresh:
+        with httpx.Client(base_url=srv.url, verify=TLS) as fresh:
             fresh.cookies.set("bastion_session", cookie or "")
             r = fresh.get("/api/auth/session")
             assert r.status_code == 200

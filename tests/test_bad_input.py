@@ -26,6 +26,7 @@ import pytest
 from tests.conftest import PG_UP
 from tests.support import (
     STRONG,
+    TLS,
     Server,
     database,
     db_query,
@@ -101,7 +102,7 @@ def baseline_value(field: str) -> str:
 
 
 def operations(server: Server) -> list[Operation]:
-    doc = httpx.get(server.url + "/api/openapi.json").json()
+    doc = httpx.get(server.url + "/api/openapi.json", verify=TLS).json()
     components = doc.get("components", {}).get("schemas", {})
     found = []
     for path, item in doc["paths"].items():
@@ -460,4 +461,4 @@ def test_malformed_http_is_refused_by_the_protocol_layer_and_server_stays_up(
             answer = sock.recv(200)
         status_line = answer.split(b"\r\n", 1)[0]
         assert status_line[:9] == b"HTTP/1.1 " and status_line[9:10] == b"4", (raw[:60], answer)
-    assert httpx.get(bad_server.url + "/healthz").status_code == 200
+    assert httpx.get(bad_server.url + "/healthz", verify=TLS).status_code == 200

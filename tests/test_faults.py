@@ -35,6 +35,7 @@ from tests.support import (
     PG_HOST,
     PG_PORT,
     STRONG,
+    TLS,
     Server,
     db_query,
     free_port,
@@ -138,7 +139,7 @@ def wait_until(predicate: Any, timeout: float = 20) -> bool:
 
 def status(method: str, url: str, **kw: Any) -> int:
     try:
-        return httpx.request(method, url, timeout=15, **kw).status_code
+        return httpx.request(method, url, timeout=15, verify=TLS, **kw).status_code
     except httpx.HTTPError:
         return 0  # no answer is not a success either
 
@@ -221,7 +222,7 @@ def test_database_unreachable_fails_closed_then_service_resumes_by_itself(
         assert wait_until(lambda: status("GET", srv.url + "/readyz") == 200)
         assert wait_until(lambda: cookie_client.get("/api/auth/session").status_code == 200)
         assert status("GET", srv.url + "/api/auth/session", headers=bearer) == 200
-        assert login(httpx.Client(base_url=srv.url), email).status_code == 200
+        assert login(httpx.Client(base_url=srv.url, verify=TLS), email).status_code == 200
         # No request crashed (asyncpg's own pool may log its reconnect attempts).
         assert "Exception in ASGI application" not in srv.logs()
         assert "unhandled error" not in srv.logs()
@@ -304,7 +305,7 @@ def test_sigkill_mid_flight_leaves_no_half_done_state(tmp_path: Path, pg_url: st
     seen: Counter[str] = Counter()
 
     def hammer(kind: str, email: str) -> None:
-        with httpx.Client(base_url=srv.url, timeout=30) as c:
+        with httpx.Client(base_url=srv.url, timeout=30, verify=TLS) as c:
             token = refresh.get(email, "")
             while not stop.is_set():
                 try:
@@ -424,7 +425,7 @@ def test_two_processes_never_consume_a_one_time_thing_twice(tmp_path: Path, pg_u
 
             def go(call: tuple[Server, str, dict[str, Any]]) -> int:
                 srv, path, kw = call
-                with httpx.Client(base_url=srv.url, timeout=30) as c:
+                with httpx.Client(base_url=srv.url, timeout=30, verify=TLS) as c:
                     barrier.wait()
                     return c.post(path, **kw).status_code
 

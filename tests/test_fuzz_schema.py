@@ -33,7 +33,7 @@ from schemathesis.checks import (
 from schemathesis.generation import GenerationMode
 
 from tests.conftest import PG_UP
-from tests.support import STRONG, Server, database, login, unique_email
+from tests.support import STRONG, TLS, Server, database, login, unique_email
 
 FUZZ_EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "15"))
 MIN_REQUESTS = 2000
@@ -193,8 +193,8 @@ def test_server_healthy_after_fuzzing_and_enough_requests_sent(
     fuzz_server: Server, admin_email: str
 ) -> None:
     assert TOTAL["requests"] >= MIN_REQUESTS, TOTAL
-    assert httpx.get(fuzz_server.url + "/healthz").status_code == 200
-    assert httpx.get(fuzz_server.url + "/readyz").status_code == 200
+    assert httpx.get(fuzz_server.url + "/healthz", verify=TLS).status_code == 200
+    assert httpx.get(fuzz_server.url + "/readyz", verify=TLS).status_code == 200
     with fuzz_server.client() as c:
         assert login(c, admin_email).status_code == 200
         assert c.get("/api/auth/session").status_code == 200

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests.conftest import ServerFactory
-from tests.support import STRONG, Server, db_query, register, unique_email
+from tests.support import STRONG, TLS, Server, db_query, register, unique_email
 
 OFF = {"BASTION_HOUSEKEEPING_INTERVAL": "0"}
 
@@ -224,7 +224,7 @@ def test_refresh_tokens_go_with_their_family_once_all_of_it_expired(
     assert _count(server, "refresh_tokens", "family_id = 'hkdeadfamily'") == 0
     assert _count(server, "refresh_tokens", f"family_id = '{family}'") == 2
     # The spent token still gives its replay away: the whole family is revoked.
-    with httpx.Client(base_url=server.url) as c:
+    with httpx.Client(base_url=server.url, verify=TLS) as c:
         replay = {"grant_type": "refresh_token", "refresh_token": spent}
         assert c.post("/api/auth/token", data=replay).status_code == 400
         after = {"grant_type": "refresh_token", "refresh_token": newest}

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from bastion.integrations import JwksVerifier
 from tests.admin_helpers import create_user
-from tests.support import BIN, ROOT, STRONG, Server, free_port, register, unique_email
+from tests.support import BIN, ROOT, STRONG, TLS, Server, free_port, register, unique_email
 
 MODES = ["in-process", "remote"]
 
@@ -57,7 +57,7 @@ class NotesApp:
             if self.proc.poll() is not None:
                 raise RuntimeError(self.log.read_text()[-3000:])
             try:
-                httpx.get(self.url + "/", timeout=1)
+                httpx.get(self.url + "/", timeout=1, verify=TLS)
                 return
             except httpx.HTTPError:
                 time.sleep(0.1)
@@ -85,7 +85,7 @@ def notes(
 
 def browser(base_url: str = "") -> httpx.Client:
     """One cookie jar for both servers: cookies are per host, not per port."""
-    return httpx.Client(base_url=base_url, timeout=30, follow_redirects=False)
+    return httpx.Client(base_url=base_url, timeout=30, follow_redirects=False, verify=TLS)
 
 
 def sign_in(server: Server, role: str | None = None) -> tuple[httpx.Client, str]:

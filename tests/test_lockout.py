@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import ServerFactory
-from tests.support import STRONG, Server, db_query, login, register, unique_email
+from tests.support import STRONG, TLS, Server, db_query, login, register, unique_email
 
 THRESHOLD = 5
 WRONG = "Wrong-Password-1!"
@@ -41,7 +41,7 @@ def parallel_logins(
 ) -> list[httpx.Response]:
     def one(i: int) -> httpx.Response:
         srv = servers[i % len(servers)]
-        with httpx.Client(base_url=srv.url, timeout=60, cookies=cookies) as c:
+        with httpx.Client(base_url=srv.url, timeout=60, cookies=cookies, verify=TLS) as c:
             return login(c, email, password)
 
     with ThreadPoolExecutor(n) as pool:

@@ -14,7 +14,7 @@ import pyotp
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support import STRONG, Server, csrf, register, unique_email
+from tests.support import STRONG, TLS, Server, csrf, register, unique_email
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 PAGES = [
@@ -364,5 +364,5 @@ def test_account_password_change_form(member: tuple[httpx.Client, str]) -> None:
     )
     assert answer.status_code == 303
     assert answer.headers["location"] == "/account?done=password"
-    with httpx.Client(base_url=str(client.base_url)) as other:
+    with httpx.Client(base_url=str(client.base_url), verify=TLS) as other:
         assert other.post("/api/auth/login", json={"email": email, "password": new}).is_success

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import BIN, STRONG, free_port, unique_email
+from tests.support import BIN, STRONG, TLS, free_port, unique_email
 
 
 def test_serve_with_zero_configuration(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_serve_with_zero_configuration(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(url + "/healthz", timeout=1, verify=TLS).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -37,7 +37,7 @@ def test_serve_with_zero_configuration(tmp_path: Path) -> None:
         assert (tmp_path / "bastion.db").exists()
         key_file = tmp_path / ".bastion" / "secret_key"
         assert key_file.exists() and len(key_file.read_text().strip()) >= 32
-        with httpx.Client(base_url=url) as c:
+        with httpx.Client(base_url=url, verify=TLS) as c:
             r = c.post("/api/auth/register", json={"email": unique_email(), "password": STRONG})
             assert r.status_code == 201
             assert c.get("/api/auth/session").status_code == 200
