@@ -50,6 +50,18 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def compile_sources() -> None:
+    """Write Bastion's own bytecode ahead of time. Where ``PYTHONDONTWRITEBYTECODE`` is
+    set (as on the machines the suite runs on), every ``bastion`` process would otherwise
+    compile its ~90 modules again: 0.6 s more CPU per server start, with about 400
+    server and command starts per test run. compileall skips what is up to date."""
+    subprocess.run(
+        [str(BIN / "python"), "-m", "compileall", "-q", str(ROOT / "src")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 # Debian packages the tests use: the browser for page tests, an independent TOTP
 # implementation (oathtool) and a QR decoder (zbarimg) for the MFA interoperability tests;
 # wrk for the benchmark's smoke test.
@@ -105,6 +117,7 @@ def main() -> int:
         return 2
     command, rest = sys.argv[1], sys.argv[2:]
     ensure_venv()
+    compile_sources()
     if command == "test":
         ensure_system_packages()
         return run_tests(rest)
