@@ -53,12 +53,14 @@ def ensure_venv() -> None:
 def compile_sources() -> None:
     """Write Bastion's own bytecode ahead of time. Where ``PYTHONDONTWRITEBYTECODE`` is
     set (as on the machines the suite runs on), every ``bastion`` process would otherwise
-    compile its ~90 modules again: 0.6 s more CPU per server start, with about 400
-    server and command starts per test run. compileall skips what is up to date."""
+    compile its ~100 modules again, at each of the ~480 server and command starts of a
+    test run (about 0.15 s of CPU each). compileall skips what is up to date; best
+    effort: a checkout that cannot be written runs without the cache."""
     subprocess.run(
         [str(BIN / "python"), "-m", "compileall", "-q", str(ROOT / "src")],
-        check=True,
+        check=False,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
