@@ -491,23 +491,42 @@ async def change_password(
             password_changed_at=ctx.now,
             updated_at=ctx.now,
         )
-        await user_store.bump_token_version(conn, user["id"], ctx.now)
-        await session_store.delete_for_user(conn, user["id"], keep=session_id)
-        await devices.revoke_refresh(conn, user["id"], ctx)
-        await audit.append(
-            conn,
-            "password_changed",
-            now=ctx.now,
-            user_id=user["id"],
-            actor_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
+        await password_replaced(
+            conn, bx, ctx, user["id"], user["email"], "password_changed", keep=session_id
         )
-        await outbox.enqueue(
-            conn,
-            recipient=user["email"],
-            event="password_changed",
-            base_url=bx.settings.base_url,
-            now=ctx.now,
-            ip=ctx.ip,
-        )
+
+
+async def password_replaced(
+    conn: Any,
+    bx: Bastion,
+    ctx: RequestContext,
+    user_id: str,
+    email: str,
+    action: str,
+    *,
+    keep: str | None = None,
+) -> None:
+    """What a new password ends and tells, in the transaction that set it (a change or a
+    reset, SPEC §4): the access tokens issued before it (token version), every session
+    but ``keep``, every refresh token; then the audit event ``action`` and the
+    password-changed mail to the owner."""
+    await user_store.bump_token_version(conn, user_id, ctx.now)
+    await session_store.delete_for_user(conn, user_id, keep=keep)
+    await devices.revoke_refresh(conn, user_id, ctx)
+    await audit.append(
+        conn,
+        action,
+        now=ctx.now,
+        user_id=user_id,
+        actor_id=user_id,
+        ip_address=ctx.ip,
+        user_agent=ctx.user_agent,
+    )
+    await outbox.enqueue(
+        conn,
+        recipient=email,
+        event="password_changed",
+        base_url=bx.settings.base_url,
+        now=ctx.now,
+        ip=ctx.ip,
+    )

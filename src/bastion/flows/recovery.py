@@ -17,14 +17,13 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.core import secrets as core_secrets
-from bastion.flows import accounts, devices
+from bastion.flows import accounts
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import InvalidToken
 from bastion.mail import outbox
 from bastion.mail.templates import render
 from bastion.runtime import Bastion
 from bastion.store import audit, one_time
-from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 from bastion.store.tables import device_lockouts, one_time_tokens, users
 
@@ -123,26 +122,7 @@ async def reset(bx: Bastion, ctx: RequestContext, token: str, password: str) -> 
             )
         )
         await conn.execute(delete(device_lockouts).where(device_lockouts.c.user_id == user_id))
-        await user_store.bump_token_version(conn, user_id, ctx.now)
-        await session_store.delete_for_user(conn, user_id)
-        await devices.revoke_refresh(conn, user_id, ctx)
-        await audit.append(
-            conn,
-            "password_reset",
-            now=ctx.now,
-            user_id=user_id,
-            actor_id=user_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
-        )
-        await outbox.enqueue(
-            conn,
-            recipient=user["email"],
-            event="password_changed",
-            base_url=bx.settings.base_url,
-            now=ctx.now,
-            ip=ctx.ip,
-        )
+        await accounts.password_replaced(conn, bx, ctx, user_id, user["email"], "password_reset")
         fresh = await user_store.get_by_id(conn, user_id)
     assert fresh is not None  # noqa: S101 - updated above in this transaction
     return fresh
