@@ -31,7 +31,7 @@ async def create_user(
         password_hash = await bx.hash_password(password)
         user_id = core_secrets.new_id()
         async with bx.db.write() as conn:
-            await user_store.insert(
+            await user_store.insert_new(
                 conn,
                 id=user_id,
                 email=email,
@@ -39,12 +39,7 @@ async def create_user(
                 password_hash=password_hash,
                 role=role,
                 email_verified=True,
-                mfa_enabled=False,
-                token_version=0,
-                failed_login_attempts=0,
-                created_at=now,
-                updated_at=now,
-                password_changed_at=now,
+                now=now,
             )
             await audit.append(
                 conn, "registered", now=now, user_id=user_id, details={"via": "cli", "role": role}

@@ -83,7 +83,7 @@ async def register(
     user_id = core_secrets.new_id()
     try:
         async with bx.db.write() as conn:
-            await user_store.insert(
+            await user_store.insert_new(
                 conn,
                 id=user_id,
                 email=email,
@@ -91,12 +91,7 @@ async def register(
                 password_hash=password_hash,
                 role=bx.settings.default_role,
                 email_verified=False,
-                mfa_enabled=False,
-                token_version=0,
-                failed_login_attempts=0,
-                created_at=ctx.now,
-                updated_at=ctx.now,
-                password_changed_at=ctx.now,
+                now=ctx.now,
             )
             session = await session_flow.create(conn, bx, user_id, ctx)
             await remember_device(conn, user_id, session.device, ctx)

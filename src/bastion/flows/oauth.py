@@ -218,7 +218,7 @@ async def _resolve(
         created = user is None
         if user is None:
             user_id = core_secrets.new_id()
-            await user_store.insert(
+            await user_store.insert_new(
                 conn,
                 id=user_id,
                 email=email,
@@ -226,12 +226,7 @@ async def _resolve(
                 password_hash=None,
                 role=bx.settings.default_role,
                 email_verified=True,
-                mfa_enabled=False,
-                token_version=0,
-                failed_login_attempts=0,
-                created_at=ctx.now,
-                updated_at=ctx.now,
-                password_changed_at=None,
+                now=ctx.now,
             )
             await _audit(conn, ctx, "registered", user_id, {"method": f"oauth:{cfg.name}"})
         else:

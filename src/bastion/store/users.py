@@ -45,6 +45,37 @@ async def insert(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(users.insert().values(**values))
 
 
+async def insert_new(
+    conn: AsyncConnection,
+    *,
+    id: str,
+    email: str,
+    name: str | None,
+    password_hash: str | None,
+    role: str,
+    email_verified: bool,
+    now: datetime,
+) -> None:
+    """A new account as every way of creating one starts it (registration, social
+    sign-in, ``bastion create-user``): no MFA, no failures, token version 0; a password,
+    if any, set now."""
+    await insert(
+        conn,
+        id=id,
+        email=email,
+        name=name,
+        password_hash=password_hash,
+        role=role,
+        email_verified=email_verified,
+        mfa_enabled=False,
+        token_version=0,
+        failed_login_attempts=0,
+        created_at=now,
+        updated_at=now,
+        password_changed_at=now if password_hash is not None else None,
+    )
+
+
 async def update_fields(conn: AsyncConnection, user_id: str, **values: Any) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(**values))
 
