@@ -14,6 +14,7 @@ from bastion.core.emails import is_valid_email, normalize_email
 from bastion.core.passwords import MAX_LENGTH, normalize, policy_violations
 from bastion.flows import devicecookie, devices, locations, lockout
 from bastion.flows import sessions as session_flow
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
     AccountLocked,
@@ -99,14 +100,12 @@ async def register(
                 conn, user_id, session.id, session.device.get("location"), ctx.now
             )
             await send_verification(conn, bx, user_id, email, ctx)
-            await audit.append(
+            await audited(
                 conn,
+                ctx,
                 "registered",
-                now=ctx.now,
                 user_id=user_id,
                 actor_id=user_id,
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
             )
             user = await user_store.get_by_id(conn, user_id)
     except IntegrityError:
@@ -385,13 +384,11 @@ async def record_failure(
     attempt log, the audit trail, and the lock when this failure filled the last slot."""
     s = bx.settings
     await log_user_attempt(conn, ctx, user, success=False, reason=reason)
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         "login_failed",
-        now=ctx.now,
         user_id=user["id"],
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
         details={"reason": reason},
     )
     if await lockout.lock_if_full(conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now):
@@ -401,13 +398,11 @@ async def record_failure(
 async def _locked(
     conn: Any, bx: Bastion, user: RowMapping, ctx: RequestContext, *, by_device: bool
 ) -> None:
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         "account_locked",
-        now=ctx.now,
         user_id=user["id"],
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
         details={"duration": bx.settings.lockout_duration, "device": by_device},
     )
     await outbox.enqueue(
@@ -443,13 +438,11 @@ async def _record(
             now=ctx.now,
         )
         if audit_failure:
-            await audit.append(
+            await audited(
                 conn,
+                ctx,
                 "login_failed",
-                now=ctx.now,
                 user_id=user_id,
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
                 details={"reason": reason, "email": email},
             )
 
@@ -508,14 +501,12 @@ async def password_replaced(
     await user_store.bump_token_version(conn, user_id, ctx.now)
     await session_store.delete_for_user(conn, user_id, keep=keep)
     await devices.revoke_refresh(conn, user_id, ctx)
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         action,
-        now=ctx.now,
         user_id=user_id,
         actor_id=user_id,
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
     )
     await outbox.enqueue(
         conn,

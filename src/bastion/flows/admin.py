@@ -20,13 +20,13 @@ from sqlalchemy.engine import RowMapping
 from bastion.core.emails import normalize_email
 from bastion.core.rbac import has_permission
 from bastion.flows import devices
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import InvalidRequest, LastAdmin, NotFound
 from bastion.flows.unlock import unlock_user
 from bastion.flows.users import iso, public_user
 from bastion.runtime import Bastion
 from bastion.store import admin as admin_store
-from bastion.store import audit
 from bastion.store import users as user_store
 
 MAX_LIMIT = 100
@@ -162,14 +162,12 @@ async def change_role(
                 if await admin_store.count_role_holders(conn, privileged, user_id) == 0:
                     raise LastAdmin()
             await admin_store.set_role(conn, user_id, role, ctx.now)
-            await audit.append(
+            await audited(
                 conn,
+                ctx,
                 "role_changed",
-                now=ctx.now,
                 user_id=user_id,
                 actor_id=actor_id,
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
                 details={"from": old, "to": role},
             )
         fresh = await user_store.get_by_id(conn, user_id)

@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import or_, update
 
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import NotFound
 from bastion.flows.users import iso
 from bastion.runtime import Bastion
-from bastion.store import audit
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 from bastion.store.tables import refresh_tokens
@@ -72,14 +72,12 @@ async def revoke_session(
         if not await session_store.delete_by_id(conn, session_id, user_id=user_id):
             raise NotFound("No such session.")
         await revoke_refresh(conn, user_id, ctx, session_id=session_id)
-        await audit.append(
+        await audited(
             conn,
+            ctx,
             "session_revoked",
-            now=ctx.now,
             user_id=user_id,
             actor_id=actor_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
             details={"session_id": session_id},
         )
 
@@ -91,14 +89,12 @@ async def revoke_others(
     async with bx.db.write() as conn:
         n = await session_store.delete_for_user(conn, user_id, keep=keep)
         await revoke_refresh(conn, user_id, ctx, keep=keep)
-        await audit.append(
+        await audited(
             conn,
+            ctx,
             "sessions_revoked",
-            now=ctx.now,
             user_id=user_id,
             actor_id=actor_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
             details={"scope": "others", "count": n},
         )
     return n
@@ -130,14 +126,12 @@ async def end_all(
     n = await session_store.delete_for_user(conn, user_id)
     await revoke_refresh(conn, user_id, ctx)
     await user_store.bump_token_version(conn, user_id, ctx.now)
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         "sessions_revoked",
-        now=ctx.now,
         user_id=user_id,
         actor_id=actor_id,
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
         details={"scope": "all", "count": n, **(details or {})},
     )
     return n

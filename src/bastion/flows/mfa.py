@@ -21,6 +21,7 @@ from sqlalchemy.engine import RowMapping
 from bastion.core import totp
 from bastion.core.secrets import derive_key
 from bastion.flows import accounts, devicecookie, lockout
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import (
     AccountLocked,
@@ -32,7 +33,6 @@ from bastion.flows.errors import (
 )
 from bastion.mail import outbox
 from bastion.runtime import Bastion
-from bastion.store import audit
 from bastion.store import mfa as mfa_store
 from bastion.store import users as user_store
 
@@ -288,14 +288,12 @@ async def _audit(
     ctx: RequestContext,
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         action,
-        now=ctx.now,
         user_id=user["id"],
         actor_id=user["id"],
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
         details=details,
     )
 

@@ -31,6 +31,7 @@ from bastion.core.emails import is_valid_email, normalize_email
 from bastion.core.oauth_config import ProviderConfig, parse_provider
 from bastion.core.redirects import safe_redirect
 from bastion.flows import accounts, devices
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.oauth_clients import (
     Identity,
@@ -42,8 +43,8 @@ from bastion.flows.oauth_clients import (
     iss_parameter_required,
 )
 from bastion.runtime import Bastion
-from bastion.store import audit, one_time
 from bastion.store import oauth_accounts as links
+from bastion.store import one_time
 from bastion.store import sessions as session_store
 from bastion.store import users as user_store
 
@@ -270,14 +271,12 @@ async def _take_over_from_pre_registration(conn: Any, ctx: RequestContext, user_
 async def _audit(
     conn: Any, ctx: RequestContext, action: str, user_id: str, details: dict[str, Any]
 ) -> None:
-    await audit.append(
+    await audited(
         conn,
+        ctx,
         action,
-        now=ctx.now,
         user_id=user_id,
         actor_id=user_id,
-        ip_address=ctx.ip,
-        user_agent=ctx.user_agent,
         details=details,
     )
 

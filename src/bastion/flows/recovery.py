@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bastion.core import secrets as core_secrets
 from bastion.flows import accounts
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import InvalidToken
 from bastion.mail import outbox
@@ -54,13 +55,11 @@ async def forgot(bx: Bastion, ctx: RequestContext, raw_email: str) -> None:
             link=f"{s.base_url}/reset-password?token={token}",
             minutes=max(1, s.reset_token_ttl // 60),
         )
-        await audit.append(
+        await audited(
             conn,
+            ctx,
             "password_reset_requested",
-            now=ctx.now,
             user_id=user["id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
         )
 
 

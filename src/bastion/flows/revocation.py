@@ -11,10 +11,10 @@ from typing import Any
 
 from bastion.core import jwt as core_jwt
 from bastion.core import secrets as core_secrets
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.tokens import MAX_OPAQUE_TOKEN, session_live, verify_access
 from bastion.runtime import Bastion
-from bastion.store import audit
 from bastion.store import sessions as session_store
 from bastion.store import tokens as token_store
 
@@ -41,14 +41,12 @@ async def revoke(bx: Bastion, ctx: RequestContext, token: str) -> None:
         revoked = await token_store.revoke_family(conn, sid, ctx.now)
         ended = await session_store.delete_by_id(conn, sid, user_id=user_id)
         if revoked or ended:
-            await audit.append(
+            await audited(
                 conn,
+                ctx,
                 "session_revoked",
-                now=ctx.now,
                 user_id=user_id,
                 actor_id=user_id,
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
                 details={"session_id": sid, "via": "token_revocation"},
             )
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bastion.core import jwt as core_jwt
 from bastion.core import secrets as core_secrets
 from bastion.flows import accounts, keys, mfa
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext, utcnow
 from bastion.flows.errors import (
     DomainError,
@@ -35,7 +36,6 @@ from bastion.flows.errors import (
 )
 from bastion.flows.sessions import TOUCH_INTERVAL, Authenticated, touch_last_active
 from bastion.runtime import Bastion
-from bastion.store import audit
 from bastion.store import sessions as session_store
 from bastion.store import tokens as token_store
 
@@ -315,13 +315,11 @@ async def _dead_token(conn: AsyncConnection, ctx: RequestContext, digest: str) -
         await session_store.delete_by_id(conn, old["session_id"], user_id=old["user_id"])
     if revoked:
         # Audited once per family: later replays of a dead family change nothing.
-        await audit.append(
+        await audited(
             conn,
+            ctx,
             "refresh_token_reused",
-            now=ctx.now,
             user_id=old["user_id"],
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
             details={"family_id": old["family_id"], "revoked": revoked},
         )
     return _Outcome(reused=True)

@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import delete, update
 
 from bastion.core.emails import normalize_email
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import NotFound
 from bastion.runtime import Bastion
-from bastion.store import audit
 from bastion.store import users as user_store
 from bastion.store.tables import device_lockouts, users
 
@@ -40,14 +40,12 @@ async def unlock_user(
             .values(failed_login_attempts=0, locked_until=None, updated_at=ctx.now)
         )
         await conn.execute(delete(device_lockouts).where(device_lockouts.c.user_id == user_id))
-        await audit.append(
+        await audited(
             conn,
+            ctx,
             "account_unlocked",
-            now=ctx.now,
             user_id=user_id,
             actor_id=actor_id,
-            ip_address=ctx.ip,
-            user_agent=ctx.user_agent,
             details={**(details or {}), "was_locked": was_locked},
         )
     return was_locked

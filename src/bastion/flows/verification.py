@@ -9,10 +9,11 @@ from __future__ import annotations
 from sqlalchemy.engine import RowMapping
 
 from bastion.flows import accounts
+from bastion.flows.auditing import audited
 from bastion.flows.context import RequestContext
 from bastion.flows.errors import AlreadyVerified, InvalidToken, Unauthenticated
 from bastion.runtime import Bastion
-from bastion.store import audit, one_time
+from bastion.store import one_time
 from bastion.store import users as user_store
 
 PURPOSE = "verify_email"
@@ -31,14 +32,12 @@ async def verify(bx: Bastion, ctx: RequestContext, token: str) -> RowMapping:
             await user_store.update_fields(
                 conn, user["id"], email_verified=True, updated_at=ctx.now
             )
-            await audit.append(
+            await audited(
                 conn,
+                ctx,
                 "email_verified",
-                now=ctx.now,
                 user_id=user["id"],
                 actor_id=user["id"],
-                ip_address=ctx.ip,
-                user_agent=ctx.user_agent,
             )
         fresh = await user_store.get_by_id(conn, user["id"])
     assert fresh is not None  # noqa: S101 - read in this transaction
