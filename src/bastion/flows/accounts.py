@@ -100,13 +100,7 @@ async def register(
                 conn, user_id, session.id, session.device.get("location"), ctx.now
             )
             await send_verification(conn, bx, user_id, email, ctx)
-            await audited(
-                conn,
-                ctx,
-                "registered",
-                user_id=user_id,
-                actor_id=user_id,
-            )
+            await audited(conn, ctx, "registered", user_id=user_id, actor_id=user_id)
             user = await user_store.get_by_id(conn, user_id)
     except IntegrityError:
         raise EmailTaken() from None
@@ -384,13 +378,7 @@ async def record_failure(
     attempt log, the audit trail, and the lock when this failure filled the last slot."""
     s = bx.settings
     await log_user_attempt(conn, ctx, user, success=False, reason=reason)
-    await audited(
-        conn,
-        ctx,
-        "login_failed",
-        user_id=user["id"],
-        details={"reason": reason},
-    )
+    await audited(conn, ctx, "login_failed", user_id=user["id"], details={"reason": reason})
     if await lockout.lock_if_full(conn, counter, s.lockout_threshold, s.lockout_duration, ctx.now):
         await _locked(conn, bx, user, ctx, by_device=counter.device_id is not None)
 
@@ -501,13 +489,7 @@ async def password_replaced(
     await user_store.bump_token_version(conn, user_id, ctx.now)
     await session_store.delete_for_user(conn, user_id, keep=keep)
     await devices.revoke_refresh(conn, user_id, ctx)
-    await audited(
-        conn,
-        ctx,
-        action,
-        user_id=user_id,
-        actor_id=user_id,
-    )
+    await audited(conn, ctx, action, user_id=user_id, actor_id=user_id)
     await outbox.enqueue(
         conn,
         recipient=email,

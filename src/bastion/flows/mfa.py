@@ -288,14 +288,7 @@ async def _audit(
     ctx: RequestContext,
     details: dict[str, Any] | None = None,
 ) -> None:
-    await audited(
-        conn,
-        ctx,
-        action,
-        user_id=user["id"],
-        actor_id=user["id"],
-        details=details,
-    )
+    await audited(conn, ctx, action, user_id=user["id"], actor_id=user["id"], details=details)
 
 
 async def _mail(

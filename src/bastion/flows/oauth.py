@@ -271,14 +271,7 @@ async def _take_over_from_pre_registration(conn: Any, ctx: RequestContext, user_
 async def _audit(
     conn: Any, ctx: RequestContext, action: str, user_id: str, details: dict[str, Any]
 ) -> None:
-    await audited(
-        conn,
-        ctx,
-        action,
-        user_id=user_id,
-        actor_id=user_id,
-        details=details,
-    )
+    await audited(conn, ctx, action, user_id=user_id, actor_id=user_id, details=details)
 
 
 async def _sign_in(

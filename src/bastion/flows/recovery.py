@@ -55,12 +55,7 @@ async def forgot(bx: Bastion, ctx: RequestContext, raw_email: str) -> None:
             link=f"{s.base_url}/reset-password?token={token}",
             minutes=max(1, s.reset_token_ttl // 60),
         )
-        await audited(
-            conn,
-            ctx,
-            "password_reset_requested",
-            user_id=user["id"],
-        )
+        await audited(conn, ctx, "password_reset_requested", user_id=user["id"])
 
 
 async def _decoy(conn: AsyncConnection, bx: Bastion, ctx: RequestContext) -> None:

@@ -32,13 +32,7 @@ async def verify(bx: Bastion, ctx: RequestContext, token: str) -> RowMapping:
             await user_store.update_fields(
                 conn, user["id"], email_verified=True, updated_at=ctx.now
             )
-            await audited(
-                conn,
-                ctx,
-                "email_verified",
-                user_id=user["id"],
-                actor_id=user["id"],
-            )
+            await audited(conn, ctx, "email_verified", user_id=user["id"], actor_id=user["id"])
         fresh = await user_store.get_by_id(conn, user["id"])
     assert fresh is not None  # noqa: S101 - read in this transaction
     return fresh
