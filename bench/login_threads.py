@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from run import wrk
+from run import settle, wrk
 from scenarios import LOGIN_LUA, Context, register
 
 
@@ -92,6 +92,7 @@ def main() -> None:
         lua = ctx.script("login.lua", LOGIN_LUA)
         env = {"BENCH_USERS": str(users)}
         wrk(server.url + "/", 3, args.connections, script=lua, env=env)  # warm-up
+        settle()  # the warm-up's accepted logins finish outside the measured window
         pids = server.pids() + postgres_pids()
         m0, t0 = machine_ticks(), thread_ticks(pids)
         run = wrk(server.url + "/", args.seconds, args.connections, script=lua, env=env)

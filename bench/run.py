@@ -175,12 +175,41 @@ class Variant:
         return statistics.median(values) if values else 0.0
 
 
+def machine_busy() -> tuple[int, int]:
+    """The machine's busy and total ticks so far (/proc/stat; idle and iowait are idle)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def settle(quiet: float = 0.25, step: float = 0.1, limit: float = 2.0) -> float:
+    """Wait until the machine is nearly idle (a ``step`` with under ``quiet`` of its CPU
+    busy), at most ``limit`` seconds; returns the seconds waited.
+
+    When wrk stops, a server still finishes the requests it had accepted: after a
+    login run, 0.2-0.3 s of both cores hashing logins nobody waits for. Without this,
+    that tail ran in the next variant's window (about 5 % of a 5 s login window), so
+    each variant paid for the one before it."""
+    if not Path("/proc/stat").exists():
+        return 0.0
+    start = time.monotonic()
+    busy0, total0 = machine_busy()
+    while time.monotonic() - start < limit:
+        time.sleep(step)
+        busy1, total1 = machine_busy()
+        if busy1 - busy0 < quiet * max(1, total1 - total0):
+            break
+        busy0, total0 = busy1, total1
+    return time.monotonic() - start
+
+
 def side_by_side(variants: list[Variant], rounds: int, seconds: float) -> None:
     """Run each variant once per round, rotating the order so that no variant always
-    goes first (or last) while the machine's other load comes and goes."""
+    goes first (or last) while the machine's other load comes and goes; each starts
+    on a quiet machine (``settle``)."""
     for r in range(rounds):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for v in order:
+            settle()
             v.runs.append(measure(v.server, lambda v=v: v.load(seconds)))  # type: ignore[misc]
 
 
