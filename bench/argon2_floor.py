@@ -2,8 +2,9 @@
 p=1) in N threads for S seconds. Prints: verifies, seconds, CPU seconds.
 
     argon2_floor.py N S           argon2-cffi's verify, as is (the target's floor)
-    argon2_floor.py N S memory    Bastion's verify (core/argon2_memory.py: memory kept per
-                                  thread, on huge pages), for comparison
+    argon2_floor.py N S bastion   Bastion's verify (core/argon2_sodium.py: libsodium's
+                                  Argon2id, AVX2/AVX-512 where the CPU has them), for
+                                  comparison
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ def main() -> None:
     ph = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1, type=Type.ID)
     stored = ph.hash(PASSWORD)
     verify = ph.verify
-    if sys.argv[3:] == ["memory"]:
-        from bastion.core import argon2_memory
+    if sys.argv[3:] == ["bastion"]:
+        from bastion.core import argon2_sodium
 
         def verify(stored: str, password: str) -> bool:
-            assert argon2_memory.verify(stored, password.encode())  # noqa: S101
+            assert argon2_sodium.verify(stored, password.encode())  # noqa: S101
             return True
 
     counts = [0] * threads

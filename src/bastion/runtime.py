@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.core import argon2_memory
 from bastion.core import secrets as core_secrets
 from bastion.core.passwords import Hasher
 from bastion.limits import Limiter
@@ -36,7 +35,7 @@ def _lower_hash_thread_priority() -> None:
 def _one_malloc_arena() -> None:
     """Make glibc use one malloc arena for all threads of this process.
 
-    Each Argon2id computation takes 19 MiB. With glibc's default of one arena per
+    Each Argon2id computation in argon2-cffi mallocs 19 MiB. With glibc's default of one arena per
     thread (up to eight per core), every hashing thread keeps its block in its own
     arena after the hash, where ``malloc_trim`` does not reach it: 19-38 MiB per worker
     for good, a quarter of its memory. In the one arena ``HashMemory`` can return it,
@@ -58,13 +57,12 @@ _one_malloc_arena()
 class HashMemory:
     """Returns the hashing memory to the OS once password hashing pauses.
 
-    Verifies compute in a buffer kept per hashing thread (core/argon2_memory.py), and
-    with one arena (above) the 19 MiB blocks of finished hashes stay free in the
-    process heap: that is what keeps back-to-back hashes fast. After ``IDLE_SECONDS``
-    without a hash, both are given back (``argon2_memory.release_idle``,
-    ``malloc_trim``): a busy server never releases, an idle worker does not keep
-    19-38 MiB it is not using, and the first hash after a pause pays a few
-    milliseconds of page faults."""
+    Argon2id through libsodium maps and unmaps its own blocks per hash
+    (core/argon2_sodium.py); what argon2-cffi computes (more than one lane, other
+    types) mallocs 19 MiB or more, which with one arena (above) stays free in the
+    process heap, so back-to-back hashes do not fault it in again. After
+    ``IDLE_SECONDS`` without a hash, ``malloc_trim`` gives it back: a busy server never
+    releases, an idle worker does not keep memory it is not using."""
 
     IDLE_SECONDS = 5.0
 
@@ -87,7 +85,6 @@ class HashMemory:
             self.handle = loop.call_later(wait, self._check)
             return
         self.handle = None
-        argon2_memory.release_idle()
         if self.trim is not None:
             self.trim(0)
 

@@ -18,7 +18,7 @@ import bcrypt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from bastion.core import argon2_memory
+from bastion.core import argon2_sodium
 
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
@@ -50,6 +50,7 @@ class Hasher:
 
     def __init__(self, params: Argon2Params | None = None) -> None:
         p = params or Argon2Params()
+        self._params = p
         self._argon = PasswordHasher(
             time_cost=p.time_cost,
             memory_cost=p.memory_cost,
@@ -59,9 +60,14 @@ class Hasher:
         self._rehash_by_shape: dict[tuple[Any, ...], bool] = {}
 
     def hash(self, password: str) -> str:
+        """Argon2id with the configured parameters: through libsodium for one lane
+        (core/argon2_sodium.py), argon2-cffi otherwise; the same string format."""
         pw = normalize(password)
         if len(pw) > MAX_LENGTH:
             raise PasswordTooLong
+        p = self._params
+        if p.parallelism == 1:
+            return argon2_sodium.hash_password(pw.encode(), p.time_cost, p.memory_cost)
         return self._argon.hash(pw)
 
     def verify(self, stored_hash: str, password: str) -> bool:
@@ -74,7 +80,7 @@ class Hasher:
                 return bcrypt.checkpw(pw.encode()[:72], stored_hash.encode())
             except ValueError:
                 return False
-        found = argon2_memory.verify(stored_hash, pw.encode())
+        found = argon2_sodium.verify(stored_hash, pw.encode())
         if found is not None:
             return found
         try:
