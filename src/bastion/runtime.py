@@ -35,13 +35,14 @@ def _lower_hash_thread_priority() -> None:
 def _one_malloc_arena() -> None:
     """Make glibc use one malloc arena for all threads of this process.
 
-    Each Argon2id computation in argon2-cffi mallocs 19 MiB. With glibc's default of one arena per
-    thread (up to eight per core), every hashing thread keeps its block in its own
-    arena after the hash, where ``malloc_trim`` does not reach it: 19-38 MiB per worker
-    for good, a quarter of its memory. In the one arena ``HashMemory`` can return it,
-    and hashing measured as fast. Python's small objects
-    do not go through malloc, so the shared arena's lock is rarely contended. Set at
-    import, before any thread starts; no effect outside glibc."""
+    Each Argon2id computation in argon2-cffi mallocs 19 MiB (libsodium's are mapped
+    apart: core/argon2_sodium.py). With glibc's default of one arena per thread (up to
+    eight per core), every hashing thread keeps its block in its own arena after the
+    hash, where ``malloc_trim`` does not reach it: 19-38 MiB per worker for good, a
+    quarter of its memory. In the one arena ``HashMemory`` can return it, and hashing
+    measured as fast. Python's small objects do not go through malloc, so the shared
+    arena's lock is rarely contended. Set at import, before any thread starts; no
+    effect outside glibc."""
     try:
         import ctypes
 
