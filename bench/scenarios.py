@@ -43,7 +43,14 @@ from support import (
 )
 
 LOGIN_SECONDS, LOGIN_ROUNDS = 5.0, 3  # logins: longer windows, more rounds (see logins)
-HASH_THREADS = os.cpu_count() or 2  # Bastion's Argon2 threads per process (bastion/runtime.py)
+HASH_THREADS = os.cpu_count() or 2  # cores: Bastion's hashing threads in all (bastion/runtime.py)
+
+
+def hash_threads_per_worker(workers: int) -> int:
+    """As `bastion serve --workers N` gives its workers (bastion/runtime.py
+    threads_per_worker): the cores shared out, at least one each."""
+    return max(1, HASH_THREADS // workers)
+
 
 LOGIN_LUA = (
     """
@@ -166,8 +173,10 @@ class Context:
         ]  # fmt: skip
 
     def bare(self, workers: int) -> Server:
-        cmd = self._uvicorn("bare", MAIN_BIN / "python", "bare_app:app", workers, {})
-        s = Server(f"bare w{workers}", cmd, cwd=self.tmp, health="/json", workers=workers)
+        # Its login hashes in as many threads as Bastion's workers do (the cores shared out).
+        env = {"BENCH_HASH_THREADS": str(hash_threads_per_worker(workers))}
+        cmd = self._uvicorn("bare", MAIN_BIN / "python", "bare_app:app", workers, env)
+        s = Server(f"bare w{workers}", cmd, cwd=self.tmp, env=env, health="/json", workers=workers)
         self.servers.append(s)
         return s.start()
 
@@ -388,11 +397,11 @@ def logins(ctx: Context, results: dict[str, Any]) -> list[Table]:
     )  # fmt: skip
     dbs = ["sqlite"] + (["pg"] if ctx.have_pg and not ctx.quick else [])
     workers = 1 if ctx.quick else 2
-    threads = HASH_THREADS * workers
+    threads = hash_threads_per_worker(workers) * workers  # Bastion's hashing threads in all
     # Enough logins in flight to keep every hashing thread busy: the kernel spreads
     # connections over the workers unevenly, so as many connections as threads would
     # leave some threads idle while others queue.
-    conns = threads * 4
+    conns = HASH_THREADS * workers * 4
     users_file = ctx.tmp / "login-users.txt"
     for db in dbs:
         main = ctx.bastion(db, workers)

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support import Server
+from tests.support import Server, login, register, unique_email
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
@@ -126,3 +127,45 @@ def test_a_port_already_listened_on_is_refused(tmp_path: Path) -> None:
         assert "Address already in use" in done.stderr
     finally:
         taken.close()
+
+
+def _hashing_threads(pid: int) -> int:
+    """A worker's password-hashing threads: the ones at nice 10 (runtime.py)."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        count += int(stat[stat.rindex(")") + 2 :].split()[16]) > 0  # the 19th field: nice
+    return count
+
+
+def _logins_at_once(server: Server, n: int) -> None:
+    """``n`` sign-ins at once, each on a connection of its own."""
+    with server.client() as c:
+        email = unique_email("threads")
+        assert register(c, email).status_code == 201
+
+    def one(_: int) -> int:
+        with server.client() as c:
+            return login(c, email).status_code
+
+    with ThreadPoolExecutor(n) as pool:
+        assert set(pool.map(one, range(n))) == {200}
+
+
+def test_workers_share_the_cores_for_hashing(make_server: ServerFactory) -> None:
+    """``--workers 2``: each worker hashes in half the cores' threads (at least one), so
+    the workers together never run more hashes at once than there are cores."""
+    server = make_server(workers=2)
+    pids = _serving_workers(server)
+    _logins_at_once(server, 12)
+    expected = max(1, (os.cpu_count() or 2) // 2)
+    counts = [_hashing_threads(pid) for pid in pids]
+    assert max(counts) == expected and all(c <= expected for c in counts), counts
+
+
+def test_hash_threads_setting_is_honoured(make_server: ServerFactory) -> None:
+    server = make_server(env={"BASTION_HASH_THREADS": "3"}, workers=2)
+    pids = _serving_workers(server)
+    _logins_at_once(server, 16)
+    counts = [_hashing_threads(pid) for pid in pids]
+    assert max(counts) == 3 and all(c <= 3 for c in counts), counts

@@ -66,6 +66,14 @@ def serve(
     # Worker processes read this when they start, before any thread exists: one malloc
     # arena, so that Argon2's 19 MiB blocks can be returned when idle (runtime.py).
     os.environ.setdefault("MALLOC_ARENA_MAX", "1")
+    from bastion.web import serving
+
+    spread = workers > 1 and serving.available()  # a socket per worker: all get logins
+    if spread and not settings.hash_threads:
+        from bastion.runtime import threads_per_worker
+
+        # The cores shared out among the workers (runtime.py), not one thread per core each.
+        os.environ["BASTION_HASH_THREADS"] = str(threads_per_worker(workers))
     options: dict[str, Any] = {
         "factory": True,
         "host": host,
@@ -76,9 +84,7 @@ def serve(
         "log_level": "warning",
         "access_log": False,
     }
-    from bastion.web import serving
-
-    if workers > 1 and serving.available():
+    if spread:
         # A socket per worker, so that connections are spread over all of them.
         serving.run_workers(uvicorn.Config("bastion.web.app:app_from_env", **options))
     else:

@@ -17,8 +17,20 @@ from bastion.limits.database import DatabaseLimiter
 from bastion.settings import Settings
 from bastion.store.db import Database
 
-# Argon2 threads per process: one per core is all the CPU there is (docs/performance.md).
+# Argon2 threads per process when nothing else is said: one per core is all the CPU there
+# is. `bastion serve --workers N` shares the cores out instead (``threads_per_worker``).
 HASH_THREADS = os.cpu_count() or 2
+
+
+def threads_per_worker(workers: int) -> int:
+    """Hashing threads for each of ``workers`` processes on this machine: the cores shared
+    out, at least one. More hashes at once than cores only makes each slower: on two
+    cores, two workers of two threads each did 58-63 logins/s, of one thread each 72-77
+    (docs/performance.md); the kernel spreads connections over the workers' sockets
+    (web/serving.py), so every worker has logins to hash."""
+    return max(1, HASH_THREADS // max(1, workers))
+
+
 HASH_NICE = 10
 
 
@@ -122,9 +134,9 @@ def _malloc_trim() -> Any:
         return None
 
 
-def _hash_pool() -> ThreadPoolExecutor:
+def _hash_pool(threads: int = HASH_THREADS) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(
-        max_workers=HASH_THREADS,
+        max_workers=threads,
         thread_name_prefix="argon2",
         initializer=_lower_hash_thread_priority,
     )
@@ -173,6 +185,7 @@ class Bastion:
             encryptor=core_secrets.Encryptor(ring, "mfa-secrets"),
             # Unknown emails verify against this, so they cost what a wrong password costs.
             dummy_hash=hasher.hash(core_secrets.new_token()),
+            hash_pool=_hash_pool(settings.hash_threads or HASH_THREADS),
         )
 
     async def hash_password(self, password: str) -> str:

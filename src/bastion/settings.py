@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_memory_cost: int = Field(default=19456, ge=19456)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # Password-hashing threads per process; 0: one per core, or with `bastion serve
+    # --workers N` the cores shared out among the workers (runtime.py).
+    hash_threads: int = Field(default=0, ge=0, le=256)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"
 
