@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from run import settle, wrk
+from run import machine_ticks, settle, wrk
 from scenarios import LOGIN_LUA, Context, register
 
 
@@ -45,11 +45,6 @@ def thread_ticks(pids: list[int]) -> dict[tuple[int, int], tuple[str, int, int, 
             # nice the 19th.
             out[(pid, int(tid))] = (name, int(fields[11]), int(fields[12]), int(fields[16]))
     return out
-
-
-def machine_ticks() -> list[int]:
-    """user, nice, system, idle, iowait, irq, softirq, steal."""
-    return [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
 
 
 def postgres_pids() -> list[int]:

@@ -175,9 +175,15 @@ class Variant:
         return statistics.median(values) if values else 0.0
 
 
+def machine_ticks() -> list[int]:
+    """The machine's CPU ticks so far (/proc/stat): user, nice, system, idle, iowait, irq,
+    softirq, steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+
+
 def machine_busy() -> tuple[int, int]:
-    """The machine's busy and total ticks so far (/proc/stat; idle and iowait are idle)."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    """The machine's busy and total ticks so far (idle and iowait are idle)."""
+    ticks = machine_ticks()
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
