@@ -11,7 +11,10 @@ so that several processes on one database never send the same message twice:
 A claimed row whose lease ran out (its process died mid-send) is due again: delivery
 is at-least-once across crashes and exactly-once otherwise. A process that stops
 normally (SIGTERM, a deploy) hands its unsent claimed rows back on the way out, so
-they do not wait for the lease. A failed attempt schedules
+they do not wait for the lease; the stop (the task's cancellation) never interrupts the
+worker's own database writes, which run to their end first (``_to_the_end``): a claim
+cancelled while it commits could be committed without the worker knowing it held the
+rows. A failed attempt schedules
 the next one with exponential backoff (``MAIL_RETRY_BASE`` doubling up to
 ``MAIL_RETRY_MAX``); a message still undelivered ``MAIL_GIVE_UP_AFTER`` seconds after
 it was queued, or refused permanently (5xx for the recipient), becomes ``failed``.
@@ -23,9 +26,11 @@ The worker wakes as soon as a transaction that queued mail in this process commi
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.engine import RowMapping
@@ -46,6 +51,8 @@ BATCH_SIZE = 10
 LEASE_SECONDS = 120.0
 # At shutdown, how long the worker may take to hand back what it had claimed.
 SHUTDOWN_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 def backoff(attempts: int, base: float, cap: float) -> float:
@@ -89,6 +96,26 @@ async def claim(bx: Bastion, now: datetime, limit: int = BATCH_SIZE) -> list[Row
         claimed = list((await conn.execute(stmt)).mappings().all())
     claimed.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
     return claimed
+
+
+async def _to_the_end(
+    write: Awaitable[T], stopped: Callable[[T], Awaitable[Any]] | None = None
+) -> T:
+    """Run one of the worker's database writes to its end even if the worker is cancelled
+    meanwhile (the server stopping): a transaction cancelled while it commits may be
+    committed all the same, and the error of the rollback that follows replaces the
+    cancellation. Cancelled meanwhile, it waits for the write (``SHUTDOWN_SECONDS`` at
+    most), gives its result to ``stopped`` (a claim's: hand the rows back), and raises
+    the cancellation again."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            await asyncio.wait([task], timeout=SHUTDOWN_SECONDS)
+        if stopped and task.done() and not task.cancelled() and task.exception() is None:
+            await stopped(task.result())
+        raise
 
 
 async def _finish(conn: AsyncConnection, row: RowMapping, **values: Any) -> int:
@@ -174,7 +201,7 @@ async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMap
     try:
         for i, row in enumerate(rows):
             if loop.time() - started > LEASE_SECONDS / 2:
-                await release(bx, rows[i:])
+                await _to_the_end(release(bx, rows[i:]))
                 return
             if client is None:
                 client = transport.client()
@@ -184,7 +211,7 @@ async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMap
                     raise
                 except Exception as exc:  # noqa: BLE001 - server down: the batch waits
                     for pending in rows[i:]:
-                        await mark_failed_attempt(bx, pending, exc)
+                        await _to_the_end(mark_failed_attempt(bx, pending, exc))
                     client = None
                     return
             try:
@@ -192,13 +219,13 @@ async def deliver_batch(bx: Bastion, transport: SmtpTransport, rows: list[RowMap
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any SMTP or network failure is retried
-                await mark_failed_attempt(bx, row, exc)
+                await _to_the_end(mark_failed_attempt(bx, row, exc))
                 if not is_permanent(exc):
                     # The connection is suspect: go on with a fresh one.
                     await _quietly_close(client)
                     client = None
                 continue
-            await mark_sent(bx, row)
+            await _to_the_end(mark_sent(bx, row))
     except asyncio.CancelledError:
         await _handed_back(bx, rows[i:])
         raise
@@ -211,6 +238,8 @@ async def _handed_back(bx: Bastion, rows: list[RowMapping]) -> None:
     """``release`` at shutdown, within ``SHUTDOWN_SECONDS``. The row in flight goes back
     too: whether the relay took it is unknown, and a process that died there would have
     it sent again after the lease anyway (the Message-ID lets receivers tell)."""
+    if not rows:
+        return
     try:
         released = await asyncio.wait_for(release(bx, rows), timeout=SHUTDOWN_SECONDS)
     except Exception:  # noqa: BLE001 - the lease still brings them back later
@@ -237,7 +266,10 @@ async def run(bx: Bastion, transport: SmtpTransport) -> None:
         bx.mail_wakeup.clear()
         rows: list[RowMapping] = []
         try:
-            rows = await claim(bx, utcnow())
+            # Stopped during the claim, the worker hands back what the claim took.
+            rows = await _to_the_end(
+                claim(bx, utcnow()), stopped=functools.partial(_handed_back, bx)
+            )
             if rows:
                 await deliver_batch(bx, transport, rows)
         except asyncio.CancelledError:
