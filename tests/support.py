@@ -46,8 +46,34 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out by itself (to ``bind`` on port 0, and to
+    clients' connections); IANA's 49152 where Linux's setting cannot be read."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port for a test server, picked at random below the kernel's ephemeral
+    range. A port the kernel chose (``bind`` on port 0) is free again once the probe
+    closes, and the kernel may give it to whatever binds port 0 next, here or in
+    another test process, before the server (a subprocess still starting) binds it: a
+    test's JWKS stub, which answers any path, once did, and passed a Bastion's
+    readiness check and its first request. Below that range only another
+    ``free_port`` call can pick the same port, at random."""
+    low = _ephemeral_low()
+    pick = secrets.SystemRandom()
+    for _ in range(200):
+        port = pick.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -116,6 +142,14 @@ def _template(backend: str) -> str:
     return found
 
 
+def _is_bastion(r: httpx.Response) -> bool:
+    """Bastion's /healthz answer, not another server's 200 on the port."""
+    try:
+        return r.status_code == 200 and r.json() == {"status": "ok"}
+    except ValueError:
+        return False
+
+
 class Server:
     """A running ``bastion serve`` process."""
 
@@ -169,7 +203,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1, verify=TLS).status_code == 200:
+                if _is_bastion(httpx.get(self.url + "/healthz", timeout=1, verify=TLS)):
                     return self
             except httpx.HTTPError:
                 pass
