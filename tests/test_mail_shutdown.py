@@ -24,7 +24,7 @@ from bastion.mail.smtp import SmtpTransport, parse_url
 from bastion.runtime import Bastion
 from bastion.settings import load_settings
 from bastion.store.tables import outbox as outbox_table
-from tests.support import database
+from tests.support import database, free_port
 
 
 async def _rows(bx: Bastion) -> list[tuple[str, int]]:
@@ -69,12 +69,6 @@ async def _cancelled_at_commit(bx: Bastion, transport: SmtpTransport, nth: int) 
         event.remove(bx.db.writer.sync_engine, "commit", on_commit)
 
 
-def _refused_port() -> int:
-    """A port nothing listens on: connections to it are refused at once."""
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("nth", "relay", "after"),
     [
@@ -93,7 +87,8 @@ def test_a_cancelled_claim_or_record_leaves_nothing_sending(
         socket.create_server(("127.0.0.1", 0)) as silent,
         database(backend, tmp_path) as url,
     ):
-        port = silent.getsockname()[1] if relay == "silent" else _refused_port()
+        # Nothing listens on a free port: connections to it are refused at once.
+        port = silent.getsockname()[1] if relay == "silent" else free_port()
         settings = load_settings(
             database_url=url,
             secret_key="mail-shutdown-secret-" + "x" * 32,
