@@ -142,7 +142,7 @@ def _template(backend: str) -> str:
     return found
 
 
-def _is_bastion(r: httpx.Response) -> bool:
+def answers_as_bastion(r: httpx.Response) -> bool:
     """Bastion's /healthz answer, not another server's 200 on the port."""
     try:
         return r.status_code == 200 and r.json() == {"status": "ok"}
@@ -203,7 +203,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if _is_bastion(httpx.get(self.url + "/healthz", timeout=1, verify=TLS)):
+                if answers_as_bastion(httpx.get(self.url + "/healthz", timeout=1, verify=TLS)):
                     return self
             except httpx.HTTPError:
                 pass
