@@ -20,6 +20,7 @@ from typing import Any
 import jwt as pyjwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from nacl import bindings as sodium
 
 ALGORITHMS = ("EdDSA", "ES256")  # asymmetric only: HMAC and "none" are never accepted
 DEFAULT_ALG = "EdDSA"
@@ -54,6 +55,13 @@ class SigningKey:
     kid: str
     alg: str
     private_key: PrivateKey
+
+    @functools.cached_property
+    def ed25519_secret(self) -> bytes:
+        """libsodium's form of an Ed25519 key (seed and public key, 64 bytes), derived
+        once per key: ``sign`` hands it to libsodium on every token."""
+        assert isinstance(self.private_key, ed25519.Ed25519PrivateKey)  # noqa: S101
+        return bytes(sodium.crypto_sign_seed_keypair(self.private_key.private_bytes_raw())[1])
 
 
 @dataclass(frozen=True)
@@ -178,11 +186,14 @@ def access_claims(
 def sign(key: SigningKey, claims: Mapping[str, Any]) -> str:
     """A compact JWS. EdDSA tokens are assembled here (the header segment is built once
     per key; PyJWT's generic path cost 70 % on top of the signature itself, on every
-    refresh grant); ES256 goes through PyJWT, which converts the DER signature."""
+    refresh grant) and signed by libsodium: Ed25519 is deterministic, so the signature
+    is the one OpenSSL would make, in 18 µs instead of 30 (OpenSSL sets up a signing
+    context on every call). ES256 goes through PyJWT, which converts the DER signature."""
     if isinstance(key.private_key, ed25519.Ed25519PrivateKey):
         payload = _b64(json.dumps(dict(claims), separators=(",", ":")).encode())
         signing_input = f"{_header_segment(key.kid, key.alg)}.{payload}"
-        return f"{signing_input}.{_b64(key.private_key.sign(signing_input.encode()))}"
+        signed = sodium.crypto_sign(signing_input.encode(), key.ed25519_secret)
+        return f"{signing_input}.{_b64(signed[: sodium.crypto_sign_BYTES])}"
     return pyjwt.encode(
         dict(claims),
         key.private_key,
