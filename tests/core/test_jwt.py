@@ -74,12 +74,15 @@ def test_sign_and_verify_round_trip_with_kid(alg: str) -> None:
     )
 
 
+_EDDSA = key_pair("EdDSA")
+
+
 @settings(max_examples=200, deadline=None)
 @given(claims_extra=st.dictionaries(st.text(max_size=20), st.text(max_size=200), max_size=5))
 def test_eddsa_signature_is_openssls(claims_extra: dict[str, str]) -> None:
     """libsodium signs EdDSA tokens; Ed25519 is deterministic, so every signature must be
     byte for byte the one cryptography (OpenSSL) makes with the same key."""
-    signing, keys = _EDDSA
+    signing, _ = _EDDSA
     token = core_jwt.sign(signing, {**claims(), **claims_extra})
     signing_input, _, signature = token.rpartition(".")
     assert isinstance(signing.private_key, ed25519.Ed25519PrivateKey)
@@ -87,9 +90,6 @@ def test_eddsa_signature_is_openssls(claims_extra: dict[str, str]) -> None:
     signing.private_key.public_key().verify(
         base64.urlsafe_b64decode(signature + "=="), signing_input.encode()
     )
-
-
-_EDDSA = key_pair("EdDSA")
 
 
 def test_expired_token_refused_by_injected_clock() -> None:
